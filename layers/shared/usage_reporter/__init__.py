@@ -1,0 +1,1 @@
+"""stripe-usage-reporter: shared code of the Lambda functions (published as a Lambda layer)."""

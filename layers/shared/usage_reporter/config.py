@@ -1,0 +1,78 @@
+"""Service configuration, parsed once from environment variables into a typed model.
+
+Secrets have two sources: a Secrets Manager ARN in AWS, or a plain environment
+variable for local runs. Exactly one of each pair is needed; the ARN wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_STRIPE_VERSION = "2025-02-24.acacia"  # last Stripe-Version that still has usage records
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    idempotency_table_name: str = Field(alias="IDEMPOTENCY_TABLE_NAME", min_length=1)
+    retry_queue_url: str = Field(alias="RETRY_QUEUE_URL", min_length=1)
+    dead_letter_queue_url: str = Field(alias="DEAD_LETTER_QUEUE_URL", min_length=1)
+
+    # Longer than Stripe's ~24 h idempotency memory, so a late client retry is still caught by us.
+    dedup_window_days: Annotated[int, Field(ge=2, le=365)] = Field(35, alias="DEDUP_WINDOW_DAYS")
+
+    client_secrets_secret_arn: str | None = Field(None, alias="CLIENT_SECRETS_SECRET_ARN")
+    client_secrets_json: str | None = Field(None, alias="CLIENT_SECRETS", repr=False)
+    signature_tolerance_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(300, alias="SIGNATURE_TOLERANCE_SECONDS")
+    secrets_cache_seconds: Annotated[int, Field(ge=0)] = Field(300, alias="SECRETS_CACHE_SECONDS")
+
+    stripe_api_key_secret_arn: str | None = Field(None, alias="STRIPE_API_KEY_SECRET_ARN")
+    stripe_api_key: str | None = Field(None, alias="STRIPE_API_KEY", repr=False)
+    stripe_api_base: str | None = Field(None, alias="STRIPE_API_BASE")
+    stripe_mode: Literal["test", "live"] = Field("test", alias="STRIPE_MODE")
+    stripe_version: str = Field(DEFAULT_STRIPE_VERSION, alias="STRIPE_API_VERSION")
+    # One attempt plus retries must fit the Lambda timeout: see template.yaml.
+    stripe_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = Field(5.0, alias="STRIPE_TIMEOUT_SECONDS")
+    stripe_max_network_retries: Annotated[int, Field(ge=0, le=5)] = Field(2, alias="STRIPE_MAX_NETWORK_RETRIES")
+
+    # Records of a batch reported in parallel; Stripe allows ~100 requests/s per account.
+    batch_concurrency: Annotated[int, Field(ge=1, le=32)] = Field(8, alias="BATCH_CONCURRENCY")
+    # Stop calling Stripe (and queue instead) when less than this is left of the invocation.
+    stripe_budget_reserve_seconds: Annotated[float, Field(ge=0)] = Field(
+        3.0, alias="STRIPE_BUDGET_RESERVE_SECONDS"
+    )
+
+    @field_validator(
+        "client_secrets_secret_arn",
+        "client_secrets_json",
+        "stripe_api_key_secret_arn",
+        "stripe_api_key",
+        "stripe_api_base",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # CloudFormation cannot omit a variable conditionally; an empty one means "not set".
+        return value or None
+
+    @model_validator(mode="after")
+    def _one_source_per_secret(self) -> Settings:
+        if not (self.client_secrets_secret_arn or self.client_secrets_json):
+            raise ValueError("set CLIENT_SECRETS_SECRET_ARN (AWS) or CLIENT_SECRETS (local runs)")
+        if not (self.stripe_api_key_secret_arn or self.stripe_api_key):
+            raise ValueError("set STRIPE_API_KEY_SECRET_ARN (AWS) or STRIPE_API_KEY (local runs)")
+        return self
+
+    @property
+    def dedup_window_seconds(self) -> int:
+        return self.dedup_window_days * 86400
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings of this process; tests call ``get_settings.cache_clear()`` after changing the env."""
+    return Settings.model_validate(dict(os.environ))

@@ -1,0 +1,128 @@
+"""The wire models: what callers send, and what travels on the retry and dead-letter queues."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+MAX_QUANTITY = 1_000_000_000  # above this a record is almost surely a unit mistake (ms, bytes...)
+MAX_FUTURE_SECONDS = 300
+MAX_BATCH_RECORDS = 100
+
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+SubscriptionItemId = Annotated[str, StringConstraints(pattern=r"^si_[A-Za-z0-9]+$", max_length=255)]
+Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+UnixSeconds = Annotated[int, Field(gt=0)]
+
+
+class UsageRecord(BaseModel):
+    """One metered-usage record as a caller sends it. Strict: ``"5"``, ``5.0`` and ``true`` are not quantities."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    idempotency_key: IdempotencyKey = Field(description="The caller's dedup key, scoped to the caller.")
+    subscription_item: SubscriptionItemId = Field(description="Stripe subscription item id (si_...).")
+    quantity: Quantity = Field(description=f"Usage quantity, an integer from 0 to {MAX_QUANTITY}.")
+    timestamp: UnixSeconds | Literal["now"] = Field(
+        "now", description="When the usage happened: unix seconds, or \"now\" (the time we receive it)."
+    )
+    action: Literal["increment", "set"] = Field(
+        "increment", description="increment adds to the period's usage; set overwrites it at this timestamp."
+    )
+
+    @field_validator("timestamp", mode="wrap")
+    @classmethod
+    def _timestamp(cls, value: object, handler: ValidatorFunctionWrapHandler) -> int | str:
+        try:
+            checked: int | str = handler(value)
+        except ValidationError:
+            # One clear message instead of one per member of the union.
+            raise PydanticCustomError(
+                "timestamp_type", 'timestamp must be unix seconds (a positive integer) or "now"'
+            ) from None
+        if isinstance(checked, int) and checked > time.time() + MAX_FUTURE_SECONDS:
+            raise PydanticCustomError(
+                "timestamp_in_future", f"timestamp is more than {MAX_FUTURE_SECONDS} seconds in the future"
+            )
+        return checked
+
+    def resolved_timestamp(self, received_at: int) -> int:
+        """The unix time sent to Stripe: ``"now"`` is fixed at receipt so that retries send the same record."""
+        return received_at if self.timestamp == "now" else int(self.timestamp)
+
+    def dedup_payload(self) -> dict[str, object]:
+        """What a replay of the same key must match (the key itself is not part of the payload)."""
+        return self.model_dump(mode="json", exclude={"idempotency_key"})
+
+
+class UsageBatch(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    records: list[UsageRecord] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
+
+    @field_validator("records")
+    @classmethod
+    def _keys_unique(cls, records: list[UsageRecord]) -> list[UsageRecord]:
+        first_seen: dict[str, int] = {}
+        for index, record in enumerate(records):
+            if record.idempotency_key in first_seen:
+                raise ValueError(
+                    f"records[{first_seen[record.idempotency_key]}] and records[{index}] share "
+                    f"idempotency_key {record.idempotency_key!r}"
+                )
+            first_seen[record.idempotency_key] = index
+        return records
+
+
+class StripeUsage(BaseModel):
+    """Exactly the parameters sent to Stripe; every attempt of a record sends these same values."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subscription_item: str
+    quantity: int
+    timestamp: int
+    action: Literal["increment", "set"]
+
+
+class FailureReason(BaseModel):
+    """Why a record was not reported (yet): shown to callers, operators and in queue messages."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str = Field(description="stripe_error | stripe_unavailable | stripe_rate_limited | ...")
+    message: str
+    code: str | None = None
+    http_status: int | None = None
+    stripe_request_id: str | None = None
+
+
+class QueuedRecord(BaseModel):
+    """The body of a retry-queue or dead-letter-queue message.
+
+    It carries everything needed to report the record later with the same Stripe Idempotency-Key,
+    and to update the caller's dedup record (``client_id``, ``idempotency_key``, ``record``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    version: Literal[1] = 1
+    kind: Literal["usage_record"] = "usage_record"
+    client_id: str
+    idempotency_key: str
+    record: dict[str, object] = Field(description="The record as the caller sent it (without the key).")
+    stripe: StripeUsage
+    stripe_idempotency_key: str
+    received_at: int
+    reason: FailureReason

@@ -1,0 +1,239 @@
+"""Report one usage record exactly once: dedup, Stripe, and the queues when Stripe does not take it.
+
+Outcomes, stored in the dedup record and replayed for the same (client, key, payload):
+- 200 reported: Stripe accepted it.
+- 202 queued:   Stripe was unreachable, slow, rate-limiting or failing; the record is on the retry queue.
+- 422 rejected: Stripe refused it for good; the record and the reason are on the dead-letter queue.
+When neither Stripe nor SQS takes the record, ``DeliveryImpossible`` escapes the idempotent function,
+Powertools deletes the dedup record, and the caller gets a 503 it can retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from . import observability
+from .config import Settings
+from .dedup import KEY_PREFIX, dedup_request, idempotency_config
+from .models import FailureReason, QueuedRecord, StripeUsage, UsageRecord
+from .observability import logger
+from .queues import QueueUnavailable, RecordQueues
+from .secrets import SecretUnavailable
+from .stripe_gateway import StripeDeliveryError, StripeGateway, stripe_idempotency_key, worst_case_seconds
+
+IN_PROGRESS_RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_RETRY_AFTER_SECONDS = 30
+
+_METRIC_BY_STATUS = {
+    "reported": "Reported",
+    "queued": "Queued",
+    "rejected": "Rejected",
+    "idempotency_conflict": "IdempotencyConflict",
+    "idempotency_in_progress": "IdempotencyInProgress",
+    "service_unavailable": "ServiceUnavailable",
+}
+
+
+class DeliveryImpossible(Exception):
+    """Neither Stripe nor SQS took the record: nothing may be remembered for this key."""
+
+
+def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"type": error_type, "message": message, **extra}}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.body.get("status") or self.body["error"]["type"])
+
+
+def _record_fields(idempotency_key: str, usage: StripeUsage) -> dict[str, Any]:
+    return {"idempotency_key": idempotency_key, **usage.model_dump()}
+
+
+def reported_body(idempotency_key: str, usage: StripeUsage, stripe_id: str) -> dict[str, Any]:
+    return {"status": "reported", **_record_fields(idempotency_key, usage), "stripe_id": stripe_id}
+
+
+def queued_body(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
+    return {
+        "status": "queued",
+        **_record_fields(idempotency_key, usage),
+        "message": "Stripe did not take the record yet; it is queued and will be reported exactly once.",
+        "reason": reason.model_dump(exclude_none=True),
+    }
+
+
+def rejected_body(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
+    return {
+        "status": "rejected",
+        **_record_fields(idempotency_key, usage),
+        "error": {"type": "stripe_error", "code": reason.code, "message": reason.message},
+    }
+
+
+class UsageReporter:
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: StripeGateway,
+        queues: RecordQueues,
+        persistence: BasePersistenceLayer,
+    ) -> None:
+        self._settings = settings
+        self._gateway = gateway
+        self._queues = queues
+        self._config = idempotency_config(settings)
+        self._deliver_once = idempotent_function(
+            data_keyword_argument="request",
+            config=self._config,
+            persistence_store=persistence,
+            key_prefix=KEY_PREFIX,
+        )(self._deliver)
+        self._stripe_call_seconds = worst_case_seconds(settings) + settings.stripe_budget_reserve_seconds
+
+    def report_many(
+        self, client_id: str, records: Sequence[UsageRecord], *, received_at: int, context: LambdaContext
+    ) -> list[Outcome]:
+        """Report each record (in parallel, bounded); outcomes in the order of ``records``."""
+        self._config.register_lambda_context(context)
+        workers = min(self._settings.batch_concurrency, len(records))
+        if workers <= 1:
+            outcomes = [self._report(client_id, record, received_at, context) for record in records]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
+                outcomes = list(pool.map(lambda r: self._report(client_id, r, received_at, context), records))
+        # A replay is not a new report: it counts only as Replayed.
+        for status, number in Counter(o.status for o in outcomes if not o.replayed).items():
+            observability.count(_METRIC_BY_STATUS.get(status, status), number)
+        observability.count("Replayed", sum(outcome.replayed for outcome in outcomes))
+        return outcomes
+
+    def _report(self, client_id: str, record: UsageRecord, received_at: int, context: LambdaContext) -> Outcome:
+        key = record.idempotency_key
+        try:
+            stored = self._deliver_once(
+                request=dedup_request(client_id, record), record=record, received_at=received_at, context=context
+            )
+        except IdempotencyAlreadyInProgressError:
+            return Outcome(
+                409,
+                error_body(
+                    "idempotency_in_progress",
+                    "a request with this idempotency_key is still being processed; retry later",
+                    idempotency_key=key,
+                ),
+                headers={"Retry-After": str(IN_PROGRESS_RETRY_AFTER_SECONDS)},
+            )
+        except IdempotencyValidationError:
+            return Outcome(
+                409,
+                error_body(
+                    "idempotency_conflict",
+                    "this idempotency_key was already used with a different payload",
+                    idempotency_key=key,
+                ),
+            )
+        except (DeliveryImpossible, IdempotencyPersistenceLayerError) as exc:
+            logger.error("record not accepted", extra={"idempotency_key": key, "cause": str(exc)})
+            return Outcome(
+                503,
+                error_body(
+                    "service_unavailable",
+                    "the record could not be reported nor queued; nothing was kept, retry with the same key",
+                    idempotency_key=key,
+                ),
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+            )
+        replayed = bool(stored.pop("replayed", False))
+        return Outcome(stored["status_code"], stored["body"], replayed=replayed)
+
+    def _deliver(
+        self, request: dict[str, Any], record: UsageRecord, received_at: int, context: LambdaContext
+    ) -> dict[str, Any]:
+        """The first (and only) processing of a (client, key): runs under the dedup lock."""
+        client_id = request["client_id"]
+        key = record.idempotency_key
+        usage = StripeUsage(
+            subscription_item=record.subscription_item,
+            quantity=record.quantity,
+            timestamp=record.resolved_timestamp(received_at),
+            action=record.action,
+        )
+        stripe_key = stripe_idempotency_key(client_id, key)
+
+        def keep(reason: FailureReason) -> QueuedRecord:
+            return QueuedRecord(
+                client_id=client_id,
+                idempotency_key=key,
+                record=request["record"],
+                stripe=usage,
+                stripe_idempotency_key=stripe_key,
+                received_at=received_at,
+                reason=reason,
+            )
+
+        if context.get_remaining_time_in_millis() / 1000 < self._stripe_call_seconds:
+            # Not enough of this invocation left for a Stripe call with its retries: let the worker do it.
+            reason = FailureReason(type="time_budget_exhausted", message="no time left in this request to call Stripe")
+            return self._queue_for_retry(keep(reason), key, usage)
+        try:
+            started = time.perf_counter()
+            try:
+                stripe_id = self._gateway.create_usage_record(usage, stripe_key)
+            finally:
+                observability.stripe_latency((time.perf_counter() - started) * 1000)
+        except StripeDeliveryError as exc:
+            if exc.permanent:
+                return self._dead_letter(keep(exc.reason), key, usage)
+            return self._queue_for_retry(keep(exc.reason), key, usage)
+        except SecretUnavailable as exc:
+            logger.error("Stripe API key unavailable", extra={"cause": str(exc)})
+            reason = FailureReason(type="stripe_key_unavailable", message="the service cannot reach Stripe right now")
+            return self._queue_for_retry(keep(reason), key, usage)
+        logger.info("reported", extra={"idempotency_key": key, "stripe_id": stripe_id})
+        return {"status_code": 200, "body": reported_body(key, usage, stripe_id)}
+
+    def _queue_for_retry(self, message: QueuedRecord, key: str, usage: StripeUsage) -> dict[str, Any]:
+        try:
+            message_id = self._queues.send_for_retry(message)
+        except QueueUnavailable as exc:
+            raise DeliveryImpossible(f"{message.reason.type}; {exc}") from exc
+        logger.warning(
+            "queued for retry",
+            extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
+        )
+        return {"status_code": 202, "body": queued_body(key, usage, message.reason)}
+
+    def _dead_letter(self, message: QueuedRecord, key: str, usage: StripeUsage) -> dict[str, Any]:
+        try:
+            message_id = self._queues.send_dead_letter(message)
+        except QueueUnavailable as exc:
+            # The caller must learn about the rejection only once an operator can see it too.
+            raise DeliveryImpossible(f"rejected by Stripe; {exc}") from exc
+        logger.warning(
+            "rejected by Stripe",
+            extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
+        )
+        return {"status_code": 422, "body": rejected_body(key, usage, message.reason)}

@@ -1,0 +1,129 @@
+"""Stripe adapter: the one place that builds the Stripe client and sends usage records.
+
+stripe-python 16 has no usage-record methods (the API was removed in ``2025-03-31.basil``), so
+records go through ``raw_request`` to the legacy endpoint with a pinned pre-basil Stripe-Version.
+Every attempt of one record uses the same Idempotency-Key, so a retry can never count it twice
+while Stripe remembers the key (~24 h); after that, the dedup table is the source of truth.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings
+from .models import FailureReason, StripeUsage
+from .secrets import SecretSource, SecretUnavailable
+
+if TYPE_CHECKING:
+    import stripe
+
+_TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
+_LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+
+
+class StripeDeliveryError(Exception):
+    """Stripe did not accept the record. ``permanent`` means retrying the same request cannot help."""
+
+    def __init__(self, reason: FailureReason, *, permanent: bool) -> None:
+        super().__init__(reason.message)
+        self.reason = reason
+        self.permanent = permanent
+
+
+def stripe_idempotency_key(client_id: str, idempotency_key: str) -> str:
+    """Deterministic per (client, key): a re-run after a crash sends the very same key to Stripe."""
+    digest = hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
+    return f"usage-record-{digest}"
+
+
+def worst_case_seconds(settings: Settings) -> float:
+    """How long one record's Stripe call can take with all its retries (backoff 0.5 s doubling to 5 s)."""
+    attempts = settings.stripe_max_network_retries + 1
+    backoff = sum(min(0.5 * 2**n, 5.0) for n in range(settings.stripe_max_network_retries))
+    return attempts * settings.stripe_timeout_seconds + backoff
+
+
+def classify(error: Exception) -> StripeDeliveryError:
+    """Turn a stripe-python error into a reason and a retry decision."""
+    import stripe
+
+    status = getattr(error, "http_status", None)
+    stripe_error = getattr(error, "error", None)
+    code = getattr(stripe_error, "code", None) or getattr(error, "code", None)
+    message = getattr(stripe_error, "message", None) or getattr(error, "user_message", None) or str(error)
+    request_id = getattr(error, "request_id", None)
+
+    if isinstance(error, stripe.APIConnectionError) or status is None:
+        kind, permanent = "stripe_unreachable", False
+    elif isinstance(error, stripe.RateLimitError) or status == 429:
+        kind, permanent = "stripe_rate_limited", False
+    elif status >= 500:
+        kind, permanent = "stripe_unavailable", False
+    elif status == 409:
+        kind, permanent = "stripe_conflict", False  # a concurrent request with the same key
+    elif status in (401, 403):
+        # Our API key is wrong or lacks permission: the record is fine, keep it for a retry after the fix.
+        kind, permanent = "stripe_auth_failed", False
+    else:
+        kind, permanent = "stripe_error", True
+    reason = FailureReason(
+        type=kind, code=code, message=str(message), http_status=status, stripe_request_id=request_id
+    )
+    return StripeDeliveryError(reason, permanent=permanent)
+
+
+class StripeGateway:
+    def __init__(self, settings: Settings, api_key: SecretSource) -> None:
+        self._settings = settings
+        self._api_key = api_key
+
+    def _client(self) -> stripe.StripeClient:
+        key = self._api_key.get()
+        allowed = _TEST_KEY_PREFIXES if self._settings.stripe_mode == "test" else _LIVE_KEY_PREFIXES
+        if not key.startswith(allowed):
+            # Never let a test deployment bill real customers, nor a live one report into a sandbox.
+            raise SecretUnavailable(f"the Stripe API key does not match STRIPE_MODE={self._settings.stripe_mode}")
+        return _build_client(key, self._settings)
+
+    def create_usage_record(self, usage: StripeUsage, idempotency_key: str) -> str:
+        """Report ``usage``; the Stripe usage record id, or ``StripeDeliveryError``."""
+        import stripe
+
+        client = self._client()
+        try:
+            response = client.raw_request(
+                "post",
+                f"/v1/subscription_items/{usage.subscription_item}/usage_records",
+                quantity=usage.quantity,
+                timestamp=usage.timestamp,
+                action=usage.action,
+                idempotency_key=idempotency_key,
+                stripe_version=self._settings.stripe_version,
+            )
+        except stripe.StripeError as exc:
+            raise classify(exc) from exc
+        record = client.deserialize(response, api_mode="V1")
+        return str(record["id"])
+
+
+@functools.lru_cache(maxsize=2)  # rebuilt only when the key rotates
+def _build_client(api_key: str, settings: Settings) -> stripe.StripeClient:
+    import stripe
+
+    base: dict[str, Any] = {}
+    if settings.stripe_api_base:
+        base = {"api": settings.stripe_api_base, "meter_events": settings.stripe_api_base}
+    return stripe.StripeClient(
+        api_key,
+        base_addresses=base,  # type: ignore[arg-type]
+        max_network_retries=settings.stripe_max_network_retries,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+def timed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,61 @@
+"""Composition root: builds each service object once per process, lazily (cold start pays only for its path)."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from . import aws
+from .auth import Authenticator, parse_client_secrets
+from .config import get_settings
+from .secrets import SecretSource
+
+if TYPE_CHECKING:
+    from .queues import RecordQueues
+    from .reporting import UsageReporter
+
+
+@functools.cache
+def authenticator() -> Authenticator:
+    settings = get_settings()
+    source = SecretSource(
+        secret_arn=settings.client_secrets_secret_arn,
+        value=settings.client_secrets_json,
+        cache_seconds=settings.secrets_cache_seconds,
+        name="client secrets",
+    )
+    return Authenticator(lambda: parse_client_secrets(source.get()), settings.signature_tolerance_seconds)
+
+
+@functools.cache
+def queues() -> RecordQueues:
+    from .queues import RecordQueues
+
+    settings = get_settings()
+    return RecordQueues(
+        aws.client("sqs"),
+        retry_queue_url=settings.retry_queue_url,
+        dead_letter_queue_url=settings.dead_letter_queue_url,
+    )
+
+
+@functools.cache
+def reporter() -> UsageReporter:
+    from .dedup import persistence_layer
+    from .reporting import UsageReporter
+    from .stripe_gateway import StripeGateway
+
+    settings = get_settings()
+    stripe_key = SecretSource(
+        secret_arn=settings.stripe_api_key_secret_arn,
+        value=settings.stripe_api_key,
+        cache_seconds=settings.secrets_cache_seconds,
+        name="Stripe API key",
+    )
+    return UsageReporter(settings, StripeGateway(settings, stripe_key), queues(), persistence_layer(settings))
+
+
+def reset() -> None:
+    """Forget everything built from the environment (tests and the local server change it)."""
+    for cached in (get_settings, aws.client, authenticator, queues, reporter):
+        cached.cache_clear()

@@ -1,0 +1,177 @@
+"""Fixtures: a fake Stripe over real HTTP, moto AWS built from template.yaml, and a signed HTTP client
+that goes through the real handler exactly as API Gateway would call it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.harness.fake_stripe import FakeStripe
+from tests.harness.lambda_runtime import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    FAKE_STRIPE_KEY,
+    LambdaContext,
+    http_api_event,
+    load_handler,
+    local_environment,
+)
+from tests.harness.stack import Stack
+from usage_reporter import wiring
+from usage_reporter.auth import sign
+
+SUBSCRIPTION_ITEM = "si_TESTitem001"
+OTHER_CLIENT = ("other-client", "other-secret")
+ROTATING_CLIENT = ("rotating-client", ["new-secret", "old-secret"])
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    def __repr__(self) -> str:
+        return f"HttpResult({self.status}, {self.body!r})"
+
+
+@dataclass
+class Deployment:
+    """One local deployment: the template's resources in moto, the ingest handler, and the fake Stripe."""
+
+    stack: Stack
+    env: dict[str, str]
+    stripe: FakeStripe
+    timeout_seconds: float
+    default_client: tuple[str, str] = (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def table_name(self) -> str:
+        return self.env["IDEMPOTENCY_TABLE_NAME"]
+
+    @property
+    def retry_queue_url(self) -> str:
+        return self.env["RETRY_QUEUE_URL"]
+
+    @property
+    def dead_letter_queue_url(self) -> str:
+        return self.env["DEAD_LETTER_QUEUE_URL"]
+
+    def post(
+        self,
+        path: str,
+        body: Any,
+        *,
+        client: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        signature: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> HttpResult:
+        raw = body if isinstance(body, bytes | str) else json.dumps(body)
+        raw_bytes = raw.encode() if isinstance(raw, str) else raw
+        client_id, secret = client or self.default_client
+        all_headers = {
+            "content-type": "application/json",
+            "x-usage-client": client_id,
+            "x-usage-signature": signature or sign(secret, raw_bytes),
+            **(headers or {}),
+        }
+        event = http_api_event("POST", path, raw_bytes, {k: v for k, v in all_headers.items() if v is not None})
+        context = LambdaContext(timeout_seconds=timeout_seconds or self.timeout_seconds)
+        response = load_handler("ingest")(event, context)
+        self.invocations.append(event)
+        return HttpResult(
+            status=response["statusCode"],
+            headers={k.lower(): v for k, v in response.get("headers", {}).items()},
+            body=json.loads(response["body"]) if response.get("body") else None,
+        )
+
+    # -- what is stored ------------------------------------------------------------------------
+
+    def dedup_items(self) -> list[dict[str, Any]]:
+        return boto3.client("dynamodb").scan(TableName=self.table_name)["Items"]  # type: ignore[no-any-return]
+
+    def messages(self, queue_url: str) -> list[dict[str, Any]]:
+        """Every message on the queue (received once, then made visible again), bodies parsed."""
+        sqs = boto3.client("sqs")
+        found: dict[str, dict[str, Any]] = {}
+        for _ in range(5):
+            response = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=0
+            )
+            batch = response.get("Messages", [])
+            if not batch:
+                break
+            for message in batch:
+                found[message["MessageId"]] = {**message, "Body": json.loads(message["Body"])}
+        return list(found.values())
+
+    def retry_messages(self) -> list[dict[str, Any]]:
+        return self.messages(self.retry_queue_url)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return self.messages(self.dead_letter_queue_url)
+
+
+def record(key: str = "rec-1", **overrides: Any) -> dict[str, Any]:
+    return {"idempotency_key": key, "subscription_item": SUBSCRIPTION_ITEM, "quantity": 7, **overrides}
+
+
+@pytest.fixture(scope="session")
+def stripe_server() -> Iterator[FakeStripe]:
+    fake = FakeStripe(api_key=FAKE_STRIPE_KEY)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_stripe(stripe_server: FakeStripe) -> Iterator[FakeStripe]:
+    stripe_server.reset()
+    stripe_server.add_subscription_items(SUBSCRIPTION_ITEM)
+    yield stripe_server
+    stripe_server.reset()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process moto, with no way to reach real AWS."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "StripeUsageReporterTests")
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def deployment(aws: None, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
+    clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET, OTHER_CLIENT[0]: OTHER_CLIENT[1], ROTATING_CLIENT[0]: ROTATING_CLIENT[1]}
+    stack, env = local_environment(stripe_api_key=FAKE_STRIPE_KEY, stripe_api_base=fake_stripe.url, clients=clients)
+    # Short Stripe timeouts keep the timeout tests quick; the budget logic scales with them.
+    env["STRIPE_TIMEOUT_SECONDS"] = "1"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    wiring.reset()
+    yield Deployment(stack=stack, env=env, stripe=fake_stripe, timeout_seconds=stack.function_timeout("IngestFunction"))
+    wiring.reset()
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
