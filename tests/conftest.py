@@ -158,7 +158,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def deployment(aws: None, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
-    clients = {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET, OTHER_CLIENT[0]: OTHER_CLIENT[1], ROTATING_CLIENT[0]: ROTATING_CLIENT[1]}
+    clients: dict[str, str | list[str]] = {
+        DEMO_CLIENT_ID: DEMO_CLIENT_SECRET,
+        OTHER_CLIENT[0]: OTHER_CLIENT[1],
+        ROTATING_CLIENT[0]: ROTATING_CLIENT[1],
+    }
     stack, env = local_environment(stripe_api_key=FAKE_STRIPE_KEY, stripe_api_base=fake_stripe.url, clients=clients)
     # Short Stripe timeouts keep the timeout tests quick; the budget logic scales with them.
     env["STRIPE_TIMEOUT_SECONDS"] = "1"

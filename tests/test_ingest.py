@@ -137,7 +137,12 @@ def test_rate_limited_record_is_queued(deployment: Deployment) -> None:
     body = message["Body"]
     assert body["client_id"] == "demo-client"
     assert body["idempotency_key"] == "r1"
-    assert body["record"] == {"subscription_item": SUBSCRIPTION_ITEM, "quantity": 3, "timestamp": "now", "action": "increment"}
+    assert body["record"] == {
+        "subscription_item": SUBSCRIPTION_ITEM,
+        "quantity": 3,
+        "timestamp": "now",
+        "action": "increment",
+    }
     assert body["stripe"]["timestamp"] == response.body["timestamp"]
     assert body["stripe_idempotency_key"] == stripe_idempotency_key("demo-client", "r1")
     assert body["reason"]["http_status"] == 429

@@ -16,6 +16,7 @@ It keeps a ledger of accepted usage records, which is what tests assert on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 import socket
@@ -80,10 +81,9 @@ def stripe_error(status: int, message: str, *, type_: str = "invalid_request_err
 
 
 class FakeStripe:
-    def __init__(self, *, api_key: str = "sk_test_fake", auto_create_items: bool = False) -> None:
+    def __init__(self, *, api_key: str = "sk_test_fake", subscription_items: tuple[str, ...] = ()) -> None:
         self.api_key = api_key
-        self.auto_create_items = auto_create_items
-        self.subscription_items: set[str] = set()
+        self.subscription_items: set[str] = set(subscription_items)
         self.ledger: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self._faults: deque[Fault] = deque()
@@ -187,9 +187,13 @@ class FakeStripe:
 
         if method != "POST" or subscription_item is None:
             return stripe_error(404, f"Unrecognized request URL ({method}: {path})")
-        reply = self._idempotent_call(headers, params, lambda: self._create_usage_record(subscription_item, headers, params))
+        reply = self._idempotent_call(
+            headers, params, lambda: self._create_usage_record(subscription_item, headers, params)
+        )
         if fault and fault.kind == "after_commit":
-            return fault if fault.status == 0 else stripe_error(fault.status, "injected after commit", type_="api_error")
+            return (
+                fault if fault.status == 0 else stripe_error(fault.status, "injected after commit", type_="api_error")
+            )
         return reply
 
     def _idempotent_call(self, headers: dict[str, str], params: dict[str, str], run: Any) -> Reply:
@@ -243,13 +247,13 @@ class FakeStripe:
             return stripe_error(400, "Invalid timestamp", code="parameter_invalid", param="timestamp")
         action = params.get("action", "increment")
         if action not in ("increment", "set"):
-            return stripe_error(400, "Invalid action: must be one of increment, set", code="parameter_invalid", param="action")
+            return stripe_error(
+                400, "Invalid action: must be one of increment, set", code="parameter_invalid", param="action"
+            )
         unknown = set(params) - {"quantity", "timestamp", "action"}
         if unknown:
             return stripe_error(400, f"Received unknown parameter: {sorted(unknown)[0]}", code="parameter_unknown")
         with self._lock:
-            if self.auto_create_items and subscription_item.startswith("si_"):
-                self.subscription_items.add(subscription_item)
             if subscription_item not in self.subscription_items:
                 return stripe_error(
                     404, f"No such subscription item: '{subscription_item}'", code="resource_missing", param="id"
@@ -276,7 +280,7 @@ class FakeStripe:
 
 
 def _usage_item(path: str) -> str | None:
-    parts = path.split("?")[0].strip("/").split("/")
+    parts = path.split("?", maxsplit=1)[0].strip("/").split("/")
     if len(parts) == 4 and parts[:2] == ["v1", "subscription_items"] and parts[3] == "usage_records":
         return parts[2]
     return None
@@ -293,10 +297,8 @@ def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
             result = fake.handle(self.command, self.path, headers, raw)
             if isinstance(result, Fault):  # drop the connection without an answer
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 return
             payload = json.dumps(result.body).encode()
             self.send_response(result.status)
@@ -317,11 +319,12 @@ def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the fake Stripe API (any si_ item exists).")
+    parser = argparse.ArgumentParser(description="Serve the fake Stripe API.")
     parser.add_argument("--port", type=int, default=12111)
     parser.add_argument("--api-key", default="sk_test_fake")
+    parser.add_argument("--items", default="si_demo,si_demo2", help="comma-separated subscription items that exist")
     args = parser.parse_args()
-    fake = FakeStripe(api_key=args.api_key, auto_create_items=True)
+    fake = FakeStripe(api_key=args.api_key, subscription_items=tuple(args.items.split(",")))
     print(f"fake Stripe at {fake.start(port=args.port)} (ledger: GET /_fake/ledger)", flush=True)
     threading.Event().wait()
 

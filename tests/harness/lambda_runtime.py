@@ -16,16 +16,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 
 from .stack import ROOT, Stack, create_stack
-
-LAYER_PATH = ROOT / "layers" / "shared"
-if str(LAYER_PATH) not in sys.path:  # Lambda puts the layer's python/ on the path
-    sys.path.insert(0, str(LAYER_PATH))
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret-change-me"
@@ -70,7 +66,7 @@ def http_api_event(
         decoded = raw.decode("utf-8") if text else None
     except UnicodeDecodeError:
         decoded = None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     path_only, _, query = path.partition("?")
     return {
         "version": "2.0",

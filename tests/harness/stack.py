@@ -41,7 +41,8 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     with path.open() as handle:
-        return yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        template: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return template
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Stack:
             return value
         if len(value) != 1:
             return {k: self.resolve(v) for k, v in value.items()}
-        (name, arg), = value.items()
+        ((name, arg),) = value.items()
         if name == "Ref":
             if arg in self.parameters:
                 return self.parameters[arg]
@@ -154,7 +155,11 @@ _QUEUE_ATTRIBUTES = (
 
 def _create_queue(stack: Stack, logical_id: str, name: str) -> None:
     props = stack.resolve(stack.properties(logical_id))
-    attributes = {k: str(props[k]).lower() if isinstance(props[k], bool) else str(props[k]) for k in _QUEUE_ATTRIBUTES if k in props}
+    attributes = {
+        k: str(props[k]).lower() if isinstance(props[k], bool) else str(props[k])
+        for k in _QUEUE_ATTRIBUTES
+        if k in props
+    }
     if "RedrivePolicy" in props:
         attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
     sqs = boto3.client("sqs")

@@ -22,4 +22,4 @@ def client(service: str) -> Any:
     import boto3  # imported here: the 401 and 4xx paths never need it
     from botocore.config import Config
 
-    return boto3.session.Session().client(service, config=Config(**_CLIENT_CONFIG))  # type: ignore[call-overload]
+    return boto3.session.Session().client(service, config=Config(**_CLIENT_CONFIG))

@@ -42,9 +42,7 @@ class Settings(BaseModel):
     # Records of a batch reported in parallel; Stripe allows ~100 requests/s per account.
     batch_concurrency: Annotated[int, Field(ge=1, le=32)] = Field(8, alias="BATCH_CONCURRENCY")
     # Stop calling Stripe (and queue instead) when less than this is left of the invocation.
-    stripe_budget_reserve_seconds: Annotated[float, Field(ge=0)] = Field(
-        3.0, alias="STRIPE_BUDGET_RESERVE_SECONDS"
-    )
+    stripe_budget_reserve_seconds: Annotated[float, Field(ge=0)] = Field(3.0, alias="STRIPE_BUDGET_RESERVE_SECONDS")
 
     @field_validator(
         "client_secrets_secret_arn",

@@ -25,7 +25,7 @@ def dedup_request(client_id: str, record: UsageRecord) -> dict[str, Any]:
     return {"client_id": client_id, "idempotency_key": record.idempotency_key, "record": record.dedup_payload()}
 
 
-def _mark_replayed(response: Any, data_record: DataRecord) -> Any:
+def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
     return {**response, "replayed": True}
 
 

@@ -111,7 +111,9 @@ def post_usage(record: Annotated[UsageRecord, Body(description="One usage record
 
 
 @app.post("/v1/usage/batch", summary="Report 1 to 100 usage records")
-def post_usage_batch(batch: Annotated[UsageBatch, Body(description="A batch of usage records")]) -> Response[dict[str, Any]]:
+def post_usage_batch(
+    batch: Annotated[UsageBatch, Body(description="A batch of usage records")],
+) -> Response[dict[str, Any]]:
     outcomes = _report(batch.records)
     results = []
     for outcome in outcomes:
@@ -157,10 +159,14 @@ def _invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
 
 @app.not_found
 def _not_found(exc: Exception) -> Response[dict[str, Any]]:
-    return Response(404, JSON, error_body("not_found", f"no route {app.current_event.http_method} {app.current_event.path}"))
+    return Response(
+        404, JSON, error_body("not_found", f"no route {app.current_event.http_method} {app.current_event.path}")
+    )
 
 
 @app.exception_handler(Exception)
 def _unexpected(exc: Exception) -> Response[dict[str, Any]]:
     logger.exception("unexpected error")
-    return Response(500, JSON, error_body("internal_error", "the request failed unexpectedly; retry with the same idempotency_key"))
+    return Response(
+        500, JSON, error_body("internal_error", "the request failed unexpectedly; retry with the same idempotency_key")
+    )

@@ -35,7 +35,7 @@ class UsageRecord(BaseModel):
     subscription_item: SubscriptionItemId = Field(description="Stripe subscription item id (si_...).")
     quantity: Quantity = Field(description=f"Usage quantity, an integer from 0 to {MAX_QUANTITY}.")
     timestamp: UnixSeconds | Literal["now"] = Field(
-        "now", description="When the usage happened: unix seconds, or \"now\" (the time we receive it)."
+        "now", description='When the usage happened: unix seconds, or "now" (the time we receive it).'
     )
     action: Literal["increment", "set"] = Field(
         "increment", description="increment adds to the period's usage; set overwrites it at this timestamp."

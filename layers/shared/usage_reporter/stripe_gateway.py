@@ -43,7 +43,7 @@ def stripe_idempotency_key(client_id: str, idempotency_key: str) -> str:
 def worst_case_seconds(settings: Settings) -> float:
     """How long one record's Stripe call can take with all its retries (backoff 0.5 s doubling to 5 s)."""
     attempts = settings.stripe_max_network_retries + 1
-    backoff = sum(min(0.5 * 2**n, 5.0) for n in range(settings.stripe_max_network_retries))
+    backoff = sum(min(0.5 * 2.0**n, 5.0) for n in range(settings.stripe_max_network_retries))
     return attempts * settings.stripe_timeout_seconds + backoff
 
 
@@ -70,9 +70,7 @@ def classify(error: Exception) -> StripeDeliveryError:
         kind, permanent = "stripe_auth_failed", False
     else:
         kind, permanent = "stripe_error", True
-    reason = FailureReason(
-        type=kind, code=code, message=str(message), http_status=status, stripe_request_id=request_id
-    )
+    reason = FailureReason(type=kind, code=code, message=str(message), http_status=status, stripe_request_id=request_id)
     return StripeDeliveryError(reason, permanent=permanent)
 
 

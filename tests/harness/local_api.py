@@ -1,0 +1,150 @@
+"""``make run``: the real ingest handler at http://127.0.0.1:3000, as API Gateway would call it, no Docker.
+
+HTTP request -> payload-2.0 event -> ``functions/ingest/app.lambda_handler`` -> HTTP response, with
+DynamoDB, SQS and Secrets Manager from a moto server built from template.yaml, and the project's fake
+Stripe (or real Stripe in test mode when ``STRIPE_API_KEY`` is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .client import curl_command
+from .fake_stripe import FakeStripe
+from .lambda_runtime import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    FAKE_STRIPE_KEY,
+    INGEST_FUNCTION,
+    LambdaContext,
+    http_api_event,
+    load_handler,
+    local_environment,
+    routes,
+)
+
+DEMO_ITEMS = ("si_demo", "si_demo2")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_backends() -> dict[str, Any]:
+    """moto (over HTTP, so other tools can look in) and Stripe; sets this process's environment."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+    moto_port = _free_port()
+    ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port).start()
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+    )
+    real_key = os.environ.pop("STRIPE_API_KEY", None)
+    fake = None
+    if real_key:
+        stripe_key, stripe_base = real_key, None
+    else:
+        fake = FakeStripe(api_key=FAKE_STRIPE_KEY, subscription_items=DEMO_ITEMS)
+        stripe_key, stripe_base = FAKE_STRIPE_KEY, fake.start()
+    stack, env = local_environment(stripe_api_key=stripe_key, stripe_api_base=stripe_base)
+    os.environ.update(env)
+    return {"stack": stack, "env": env, "fake_stripe": fake, "moto_url": os.environ["AWS_ENDPOINT_URL"]}
+
+
+def serve(host: str, port: int, backends: dict[str, Any]) -> ThreadingHTTPServer:
+    stack = backends["stack"]
+    known_routes = routes(stack)
+    timeout = stack.function_timeout(INGEST_FUNCTION)
+    handler = load_handler("ingest")
+    # One Lambda instance: the handler's resolver keeps per-request state, like Lambda's one-at-a-time.
+    instance = threading.Lock()
+
+    class Gateway(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            route_key = f"{self.command} {self.path.split('?')[0]}"
+            if route_key not in known_routes:  # API Gateway answers unknown routes itself
+                self._reply(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
+                return
+            event = http_api_event(self.command, self.path, body, dict(self.headers.items()), route_key=route_key)
+            with instance:
+                response = handler(event, LambdaContext(timeout_seconds=timeout))
+            payload = response.get("body") or ""
+            raw = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+            self._reply(response["statusCode"], response.get("headers") or {}, raw)
+
+        def _reply(self, status: int, headers: dict[str, str], raw: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            sys.stderr.write(f"[api] {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}\n")
+
+    server = ThreadingHTTPServer((host, port), Gateway)
+    server.daemon_threads = True
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args()
+
+    backends = start_backends()
+    server = serve(args.host, args.port, backends)
+    url = f"http://{args.host}:{args.port}"
+    example = {"idempotency_key": "order-1001-api-calls", "subscription_item": DEMO_ITEMS[0], "quantity": 3}
+    fake = backends["fake_stripe"]
+    stripe_line = (
+        f"fake Stripe at {fake.url} (ledger: {fake.url}/_fake/ledger; items: {', '.join(DEMO_ITEMS)})"
+        if fake
+        else "real Stripe (test mode key from STRIPE_API_KEY)"
+    )
+    print(
+        f"""
+stripe-usage-reporter listening on {url}  (POST /v1/usage, POST /v1/usage/batch)
+  AWS (moto, from template.yaml): {backends["moto_url"]}  table {backends["env"]["IDEMPOTENCY_TABLE_NAME"]}
+  Stripe: {stripe_line}
+  client: {DEMO_CLIENT_ID} / secret {DEMO_CLIENT_SECRET}
+
+Try it (the signature is valid for 5 minutes; `make curl` prints a fresh one):
+
+{curl_command(url, "/v1/usage", json.dumps(example).encode(), DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)}
+""",
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

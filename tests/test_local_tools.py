@@ -1,0 +1,125 @@
+"""The local tools a user runs: the sample events, the Docker-free invoke, and `make run`'s server."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.harness.client import send
+from tests.harness.invoke import invoke
+from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from tests.harness.stack import ROOT
+from usage_reporter import wiring
+
+
+def _load_events() -> Any:
+    spec = importlib.util.spec_from_file_location("events_generate", ROOT / "events" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EVENTS
+
+
+EVENTS = _load_events()
+
+
+@pytest.fixture
+def restored_environment() -> Iterator[None]:
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    wiring.reset()
+
+
+def test_events_folder_holds_exactly_the_generated_events() -> None:
+    assert sorted(p.name for p in (ROOT / "events").glob("*.json")) == sorted(EVENTS)
+
+
+@pytest.mark.parametrize("name", sorted(EVENTS))
+def test_sample_event_gives_its_documented_answer(name: str, restored_environment: None) -> None:
+    expected = EVENTS[name][3]
+    event = json.loads((ROOT / "events" / name).read_text())
+
+    response = invoke(event)
+
+    assert response["statusCode"] == expected, response
+    if name == "usage-batch.json":
+        assert json.loads(response["body"])["summary"] == {"reported": 3}
+
+
+def test_stale_sample_signature_is_refused_when_sent_as_is(restored_environment: None) -> None:
+    event = json.loads((ROOT / "events" / "usage-record.json").read_text())
+    event["headers"]["x-usage-signature"] = re.sub(r"t=\d+", "t=1000000000", event["headers"]["x-usage-signature"])
+
+    assert invoke(event, as_is=True)["statusCode"] == 401
+    assert invoke(event)["statusCode"] == 401  # a tampered signature is not "refreshed" either
+
+
+@pytest.fixture
+def local_server() -> Iterator[tuple[str, str]]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STRIPE_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.harness.local_api", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    banner: list[str] = []
+    deadline = time.monotonic() + 60
+    assert process.stdout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        banner.append(line)
+        if line.startswith("  --data-binary"):
+            break
+    try:
+        yield f"http://127.0.0.1:{port}", "".join(banner)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.slow
+def test_local_server_serves_the_real_handler_over_http(local_server: tuple[str, str]) -> None:
+    url, banner = local_server
+    body = json.dumps({"idempotency_key": "k1", "subscription_item": "si_demo", "quantity": 2}).encode()
+
+    status, _, raw = send(url, "/v1/usage", body, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    replay_status, replay_headers, replay_raw = send(url, "/v1/usage", body, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    unknown_route, _, _ = send(url, "/v1/other", body, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+
+    assert (status, json.loads(raw)["status"]) == (200, "reported")
+    assert (replay_status, replay_headers.get("Idempotent-Replayed")) == (200, "true")
+    assert json.loads(replay_raw)["stripe_id"] == json.loads(raw)["stripe_id"]
+    assert unknown_route == 404
+    ledger_url = re.search(r"ledger: (\S+)/_fake/ledger", banner)
+    assert ledger_url, banner
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_printed_curl_example_works_as_pasted(local_server: tuple[str, str]) -> None:
+    _, banner = local_server
+    command = banner[banner.index("curl -sS") :]
+
+    output = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True).stdout
+
+    assert output.startswith("HTTP/1.1 200")
+    assert '"status":"reported"' in output
