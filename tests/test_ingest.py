@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import boto3
+import pytest
 
 from tests.conftest import OTHER_CLIENT, SUBSCRIPTION_ITEM, Deployment, record, wait_until
 from tests.harness.fake_stripe import Fault
@@ -274,3 +276,27 @@ def test_no_time_left_for_stripe_queues_without_calling_it(deployment: Deploymen
     assert response.body["reason"]["type"] == "time_budget_exhausted"
     assert deployment.stripe.usage_requests() == []
     assert len(deployment.retry_messages()) == 1
+
+
+def test_logs_carry_request_id_client_and_key(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+    deployment.post("/v1/usage", record("r1"))
+
+    request_id = deployment.invocations[-1]["requestContext"]["requestId"]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"level"')]
+    [reported] = [line for line in lines if line["message"] == "reported"]
+    assert reported["correlation_id"] == request_id
+    assert reported["client_id"] == "demo-client"
+    assert reported["idempotency_key"] == "r1"
+
+
+def test_metrics_count_outcomes_and_stripe_latency(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+    deployment.post("/v1/usage", record("r1"))
+    deployment.post("/v1/usage", record("r1"))
+    deployment.post("/v1/usage", record("r2", subscription_item="si_doesNotExist"))
+
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert [sorted(k for k in m if k not in ("_aws", "service")) for m in emitted] == [
+        ["Reported", "StripeLatency"],
+        ["Replayed"],
+        ["Rejected", "StripeLatency"],
+    ]

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_STRIPE_VERSION = "2025-02-24.acacia"  # last Stripe-Version that still has usage records
+FIRST_VERSION_WITHOUT_USAGE_RECORDS = "2025-03-31"  # basil removed the usage-record API
 
 
 class Settings(BaseModel):
@@ -56,6 +57,13 @@ class Settings(BaseModel):
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation cannot omit a variable conditionally; an empty one means "not set".
         return value or None
+
+    @field_validator("stripe_version")
+    @classmethod
+    def _version_has_usage_records(cls, value: str) -> str:
+        if value[:10] >= FIRST_VERSION_WITHOUT_USAGE_RECORDS:
+            raise ValueError(f"Stripe-Version {value} has no usage records; use one before 2025-03-31.basil")
+        return value
 
     @model_validator(mode="after")
     def _one_source_per_secret(self) -> Settings:

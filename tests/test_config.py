@@ -1,0 +1,79 @@
+"""Configuration: env-var secrets for local runs, guards against settings that would lose or misroute money."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from tests.conftest import Deployment, record
+from tests.harness.lambda_runtime import FAKE_STRIPE_KEY
+from usage_reporter import wiring
+from usage_reporter.config import Settings
+from usage_reporter.stripe_gateway import worst_case_seconds
+
+BASE = {"IDEMPOTENCY_TABLE_NAME": "t", "RETRY_QUEUE_URL": "r", "DEAD_LETTER_QUEUE_URL": "d"}
+LOCAL_SECRETS = {"CLIENT_SECRETS": '{"c": "s"}', "STRIPE_API_KEY": "sk_test_x"}
+
+
+def test_secrets_from_plain_env_vars_work_end_to_end(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPE_API_KEY_SECRET_ARN", "")
+    monkeypatch.setenv("CLIENT_SECRETS_SECRET_ARN", "")
+    monkeypatch.setenv("STRIPE_API_KEY", FAKE_STRIPE_KEY)
+    monkeypatch.setenv("CLIENT_SECRETS", json.dumps({"env-client": ["env-secret"]}))
+    wiring.reset()
+
+    response = deployment.post("/v1/usage", record("r1"), client=("env-client", "env-secret"))
+
+    assert response.status == 200
+    assert len(deployment.stripe.ledger) == 1
+
+
+def test_missing_configuration_is_503_not_a_crash(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IDEMPOTENCY_TABLE_NAME")
+    wiring.reset()
+
+    response = deployment.post("/v1/usage", record("r1"))
+
+    assert response.status == 503
+    assert response.body["error"]["type"] == "service_unavailable"
+    assert deployment.stripe.requests == []
+
+
+def test_unreadable_client_secrets_are_503(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIENT_SECRETS_SECRET_ARN", deployment.env["CLIENT_SECRETS_SECRET_ARN"] + "-gone")
+    wiring.reset()
+
+    assert deployment.post("/v1/usage", record("r1")).status == 503
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"STRIPE_API_VERSION": "2025-03-31.basil"}, "has no usage records"),
+        ({"STRIPE_MODE": "prod"}, "STRIPE_MODE"),
+        ({"CLIENT_SECRETS": ""}, "CLIENT_SECRETS"),
+        ({"STRIPE_API_KEY": ""}, "STRIPE_API_KEY"),
+        ({"DEDUP_WINDOW_DAYS": "1"}, "DEDUP_WINDOW_DAYS"),
+    ],
+)
+def test_dangerous_settings_are_refused(change: dict[str, str], says: str) -> None:
+    with pytest.raises(ValidationError, match=says):
+        Settings.model_validate({**BASE, **LOCAL_SECRETS, **change})
+
+
+def test_empty_arn_means_unset() -> None:
+    settings = Settings.model_validate({**BASE, **LOCAL_SECRETS, "STRIPE_API_KEY_SECRET_ARN": ""})
+    assert settings.stripe_api_key_secret_arn is None
+
+
+def test_stripe_budget_fits_the_ingest_timeout_for_every_allowed_stripe_timeout(deployment: Deployment) -> None:
+    template: dict[str, Any] = deployment.stack.template
+    lambda_timeout = deployment.stack.function_timeout("IngestFunction")
+    largest = template["Parameters"]["StripeTimeoutSeconds"]["MaxValue"]
+    env = {**BASE, **LOCAL_SECRETS, **deployment.stack.function_environment("IngestFunction")}
+    settings = Settings.model_validate({**env, "STRIPE_TIMEOUT_SECONDS": str(largest)})
+
+    assert worst_case_seconds(settings) + settings.stripe_budget_reserve_seconds < lambda_timeout
