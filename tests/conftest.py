@@ -3,10 +3,11 @@ that goes through the real handler exactly as API Gateway would call it."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.harness.lambda_runtime import (
 from tests.harness.stack import Stack
 from usage_reporter import wiring
 from usage_reporter.auth import sign
+from usage_reporter.observability import logger
 
 SUBSCRIPTION_ITEM = "si_TESTitem001"
 OTHER_CLIENT = ("other-client", "other-secret")
@@ -171,6 +173,16 @@ def deployment(aws: None, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPat
     wiring.reset()
     yield Deployment(stack=stack, env=env, stripe=fake_stripe, timeout_seconds=stack.function_timeout("IngestFunction"))
     wiring.reset()
+
+
+@pytest.fixture
+def logs() -> Iterator[Callable[[], str]]:
+    """What the functions have logged so far (Powertools' handler keeps the stdout it first saw)."""
+    buffer = io.StringIO()
+    handler = logger.registered_handler
+    previous = handler.setStream(buffer)  # type: ignore[attr-defined]
+    yield buffer.getvalue
+    handler.setStream(previous)  # type: ignore[attr-defined]
 
 
 def wait_until(predicate: Any, timeout: float = 5.0) -> None:

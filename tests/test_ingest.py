@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import boto3
 import pytest
@@ -278,12 +279,11 @@ def test_no_time_left_for_stripe_queues_without_calling_it(deployment: Deploymen
     assert len(deployment.retry_messages()) == 1
 
 
-def test_logs_carry_request_id_client_and_key(deployment: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+def test_logs_carry_request_id_client_and_key(deployment: Deployment, logs: Callable[[], str]) -> None:
     deployment.post("/v1/usage", record("r1"))
 
     request_id = deployment.invocations[-1]["requestContext"]["requestId"]
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"level"')]
-    [reported] = [line for line in lines if line["message"] == "reported"]
+    [reported] = [line for line in map(json.loads, logs().splitlines()) if line["message"] == "reported"]
     assert reported["correlation_id"] == request_id
     assert reported["client_id"] == "demo-client"
     assert reported["idempotency_key"] == "r1"
