@@ -3,6 +3,7 @@ that goes through the real handler exactly as API Gateway would call it."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -24,6 +25,7 @@ from tests.harness.lambda_runtime import (
     http_api_event,
     load_handler,
     local_environment,
+    poll_queue_once,
 )
 from tests.harness.stack import Stack
 from usage_reporter import wiring
@@ -53,6 +55,7 @@ class Deployment:
     env: dict[str, str]
     stripe: FakeStripe
     timeout_seconds: float
+    overrides: dict[str, str] = field(default_factory=dict)
     default_client: tuple[str, str] = (DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
     invocations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -96,6 +99,37 @@ class Deployment:
             headers={k.lower(): v for k, v in response.get("headers", {}).items()},
             body=json.loads(response["body"]) if response.get("body") else None,
         )
+
+    def run_retry_worker(self, *, rounds: int = 20) -> list[dict[str, Any]]:
+        """Let the retry worker drain the retry queue as Lambda's SQS event source would; its responses."""
+        batch_size = int(self.stack.parameters["RetryBatchSize"])
+        timeout = self.stack.function_timeout("RetryFunction")
+        responses = []
+        with self.function_environment("RetryFunction"):
+            for _ in range(rounds):
+                response = poll_queue_once(self.retry_queue_url, "retry", batch_size, timeout)
+                if response is None:
+                    break
+                responses.append(response)
+        return responses
+
+    @contextlib.contextmanager
+    def function_environment(self, logical_id: str) -> Iterator[None]:
+        """The process environment of another function of the template (with the test's overrides)."""
+        saved = dict(os.environ)
+        os.environ.update({**self.stack.function_environment(logical_id), **self.overrides})
+        wiring.reset()
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            wiring.reset()
+
+    def stored_answer(self, key: str, client_id: str = DEMO_CLIENT_ID) -> dict[str, Any]:
+        [item] = [i for i in self.dedup_items() if json.loads(i["data"]["S"])["body"].get("idempotency_key") == key]
+        assert item["status"]["S"] == "COMPLETED"
+        return json.loads(item["data"]["S"])  # type: ignore[no-any-return]
 
     # -- what is stored ------------------------------------------------------------------------
 
@@ -166,12 +200,20 @@ def deployment(aws: None, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPat
         ROTATING_CLIENT[0]: ROTATING_CLIENT[1],
     }
     stack, env = local_environment(stripe_api_key=FAKE_STRIPE_KEY, stripe_api_base=fake_stripe.url, clients=clients)
-    # Short Stripe timeouts keep the timeout tests quick; the budget logic scales with them.
-    env["STRIPE_TIMEOUT_SECONDS"] = "1"
+    # Short Stripe timeouts keep the timeout tests quick; the budget logic scales with them. No backoff
+    # delay, so the worker can be driven round after round (test_retry_worker checks the real backoff).
+    overrides = {"STRIPE_API_BASE": fake_stripe.url, "STRIPE_TIMEOUT_SECONDS": "1", "RETRY_BASE_DELAY_SECONDS": "0"}
+    env.update(overrides)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     wiring.reset()
-    yield Deployment(stack=stack, env=env, stripe=fake_stripe, timeout_seconds=stack.function_timeout("IngestFunction"))
+    yield Deployment(
+        stack=stack,
+        env=env,
+        stripe=fake_stripe,
+        timeout_seconds=stack.function_timeout("IngestFunction"),
+        overrides=overrides,
+    )
     wiring.reset()
 
 

@@ -93,7 +93,8 @@ def test_key_still_in_flight_is_409_with_retry_after(deployment: Deployment) -> 
     store = persistence_layer(settings)
     store.configure(idempotency_config(settings), key_prefix=KEY_PREFIX)
     held = UsageRecord.model_validate(record("r1"))
-    store.save_inprogress(data=dedup_request("demo-client", held), remaining_time_in_millis=20_000)
+    request = dedup_request("demo-client", held.idempotency_key, held.dedup_payload())
+    store.save_inprogress(data=request, remaining_time_in_millis=20_000)
 
     response = deployment.post("/v1/usage", record("r1"))
 

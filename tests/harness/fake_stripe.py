@@ -68,6 +68,11 @@ class Fault:
         """Stripe writes the record, but the answer never arrives (``status`` 0) or is a 5xx."""
         return cls("after_commit", status=status, **kw)
 
+    @classmethod
+    def stall_after_commit(cls, seconds: float, **kw: Any) -> Fault:
+        """Stripe writes the record, then holds the answer for ``seconds`` (a caller may die meanwhile)."""
+        return cls("after_commit", status=200, seconds=seconds, **kw)
+
 
 @dataclass
 class Reply:
@@ -191,9 +196,11 @@ class FakeStripe:
             headers, params, lambda: self._create_usage_record(subscription_item, headers, params)
         )
         if fault and fault.kind == "after_commit":
-            return (
-                fault if fault.status == 0 else stripe_error(fault.status, "injected after commit", type_="api_error")
-            )
+            time.sleep(fault.seconds)
+            if fault.status == 0:
+                return fault
+            if fault.status >= 400:
+                return stripe_error(fault.status, "injected after commit", type_="api_error")
         return reply
 
     def _idempotent_call(self, headers: dict[str, str], params: dict[str, str], run: Any) -> Reply:

@@ -138,3 +138,51 @@ def local_environment(
     if stripe_api_base:
         env["STRIPE_API_BASE"] = stripe_api_base
     return stack, env
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source gives the function for these received messages."""
+    region = queue_arn.split(":")[3]
+    records = []
+    for message in messages:
+        attributes = {k: str(v) for k, v in message.get("Attributes", {}).items()}
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": {"ApproximateReceiveCount": "1", **attributes},
+                "messageAttributes": {
+                    name: {"stringValue": value.get("StringValue"), "dataType": value["DataType"]}
+                    for name, value in message.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+        )
+    return {"Records": records}
+
+
+def poll_queue_once(queue_url: str, function: str, batch_size: int, timeout_seconds: float) -> dict[str, Any] | None:
+    """One poll of Lambda's SQS event source: receive a batch, invoke, delete what did not fail.
+
+    Returns the function's response, or None when the queue had nothing visible.
+    """
+    sqs = boto3.client("sqs")
+    received = sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=batch_size,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    ).get("Messages", [])
+    if not received:
+        return None
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    response = load_handler(function)(sqs_event(received, arn), LambdaContext(timeout_seconds=timeout_seconds))
+    failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+    for message in received:
+        if message["MessageId"] not in failed:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return response

@@ -45,6 +45,13 @@ class Settings(BaseModel):
     # Stop calling Stripe (and queue instead) when less than this is left of the invocation.
     stripe_budget_reserve_seconds: Annotated[float, Field(ge=0)] = Field(3.0, alias="STRIPE_BUDGET_RESERVE_SECONDS")
 
+    # Retry worker: backoff between receives (SQS visibility), and when to give a record to an operator.
+    retry_base_delay_seconds: Annotated[int, Field(ge=0, le=900)] = Field(30, alias="RETRY_BASE_DELAY_SECONDS")
+    retry_max_delay_seconds: Annotated[int, Field(ge=0, le=43200)] = Field(3600, alias="RETRY_MAX_DELAY_SECONDS")
+    retry_max_receive_count: Annotated[int, Field(ge=1, le=1000)] = Field(10, alias="RETRY_MAX_RECEIVE_COUNT")
+    # Stripe forgets idempotency keys after ~24 h: past this age a resend could be a second record.
+    late_record_seconds: Annotated[int, Field(ge=60, le=86400)] = Field(23 * 3600, alias="LATE_RECORD_SECONDS")
+
     @field_validator(
         "client_secrets_secret_arn",
         "client_secrets_json",

@@ -20,10 +20,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from . import observability, wiring
+from .answers import error_body
 from .auth import AuthenticationError
 from .models import UsageBatch, UsageRecord
 from .observability import logger
-from .reporting import Outcome, error_body
+from .reporting import Outcome
 from .secrets import SecretUnavailable
 
 MAX_BODY_BYTES = 256 * 1024

@@ -126,3 +126,38 @@ class QueuedRecord(BaseModel):
     stripe_idempotency_key: str
     received_at: int
     reason: FailureReason
+    attempts: int = Field(default=1, description="Delivery attempts so far (the ingest attempt counts).")
+    review_confirmed: bool = Field(
+        default=False, description="An operator checked Stripe and confirmed this record is not there (late records)."
+    )
+
+
+# Reasons for which the ingest never sent the record to Stripe: nothing can be there under its key.
+NEVER_SENT_REASONS = frozenset({"time_budget_exhausted", "stripe_key_unavailable"})
+
+
+class DeliveryState(BaseModel):
+    """What the retry worker knows about a queued record's Stripe attempts; kept in the dedup record.
+
+    ``in_doubt``: some attempt under ``stripe_idempotency_key`` may have been written by Stripe without
+    us seeing the answer. Harmless while Stripe remembers the key (it replays), not after.
+    ``attempt_started_at``: set before each Stripe call and cleared after its answer, so an attempt
+    that died mid-call is known to be in doubt.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stripe_idempotency_key: str
+    key_first_used_at: int
+    in_doubt: bool
+    attempt_started_at: int | None = None
+    attempts: int = 1
+
+    @classmethod
+    def first(cls, message: QueuedRecord) -> DeliveryState:
+        return cls(
+            stripe_idempotency_key=message.stripe_idempotency_key,
+            key_first_used_at=message.received_at,
+            in_doubt=message.reason.type not in NEVER_SENT_REASONS,
+            attempts=message.attempts,
+        )

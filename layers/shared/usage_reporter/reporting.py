@@ -26,7 +26,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from . import observability
+from . import answers, observability
+from .answers import error_body
 from .config import Settings
 from .dedup import KEY_PREFIX, dedup_request, idempotency_config
 from .models import FailureReason, QueuedRecord, StripeUsage, UsageRecord
@@ -52,10 +53,6 @@ class DeliveryImpossible(Exception):
     """Neither Stripe nor SQS took the record: nothing may be remembered for this key."""
 
 
-def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"type": error_type, "message": message, **extra}}
-
-
 @dataclass(frozen=True)
 class Outcome:
     status_code: int
@@ -66,31 +63,6 @@ class Outcome:
     @property
     def status(self) -> str:
         return str(self.body.get("status") or self.body["error"]["type"])
-
-
-def _record_fields(idempotency_key: str, usage: StripeUsage) -> dict[str, Any]:
-    return {"idempotency_key": idempotency_key, **usage.model_dump()}
-
-
-def reported_body(idempotency_key: str, usage: StripeUsage, stripe_id: str) -> dict[str, Any]:
-    return {"status": "reported", **_record_fields(idempotency_key, usage), "stripe_id": stripe_id}
-
-
-def queued_body(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
-    return {
-        "status": "queued",
-        **_record_fields(idempotency_key, usage),
-        "message": "Stripe did not take the record yet; it is queued and will be reported exactly once.",
-        "reason": reason.model_dump(exclude_none=True),
-    }
-
-
-def rejected_body(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
-    return {
-        "status": "rejected",
-        **_record_fields(idempotency_key, usage),
-        "error": {"type": "stripe_error", "code": reason.code, "message": reason.message},
-    }
 
 
 class UsageReporter:
@@ -134,7 +106,10 @@ class UsageReporter:
         key = record.idempotency_key
         try:
             stored = self._deliver_once(
-                request=dedup_request(client_id, record), record=record, received_at=received_at, context=context
+                request=dedup_request(client_id, key, record.dedup_payload()),
+                record=record,
+                received_at=received_at,
+                context=context,
             )
         except IdempotencyAlreadyInProgressError:
             return Outcome(
@@ -213,18 +188,19 @@ class UsageReporter:
             reason = FailureReason(type="stripe_key_unavailable", message="the service cannot reach Stripe right now")
             return self._queue_for_retry(keep(reason), key, usage)
         logger.info("reported", extra={"idempotency_key": key, "stripe_id": stripe_id})
-        return {"status_code": 200, "body": reported_body(key, usage, stripe_id)}
+        return answers.reported(key, usage, stripe_id)
 
     def _queue_for_retry(self, message: QueuedRecord, key: str, usage: StripeUsage) -> dict[str, Any]:
         try:
-            message_id = self._queues.send_for_retry(message)
+            # The first retry waits the base backoff: an outage is rarely over within a second.
+            message_id = self._queues.send_for_retry(message, delay_seconds=self._settings.retry_base_delay_seconds)
         except QueueUnavailable as exc:
             raise DeliveryImpossible(f"{message.reason.type}; {exc}") from exc
         logger.warning(
             "queued for retry",
             extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
         )
-        return {"status_code": 202, "body": queued_body(key, usage, message.reason)}
+        return answers.queued(key, usage, message.reason)
 
     def _dead_letter(self, message: QueuedRecord, key: str, usage: StripeUsage) -> dict[str, Any]:
         try:
@@ -236,4 +212,4 @@ class UsageReporter:
             "rejected by Stripe",
             extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
         )
-        return {"status_code": 422, "body": rejected_body(key, usage, message.reason)}
+        return answers.rejected(key, usage, message.reason)

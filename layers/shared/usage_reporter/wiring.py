@@ -13,6 +13,8 @@ from .secrets import SecretSource
 if TYPE_CHECKING:
     from .queues import RecordQueues
     from .reporting import UsageReporter
+    from .retrying import RetryWorker
+    from .stripe_gateway import StripeGateway
 
 
 @functools.cache
@@ -40,9 +42,7 @@ def queues() -> RecordQueues:
 
 
 @functools.cache
-def reporter() -> UsageReporter:
-    from .dedup import persistence_layer
-    from .reporting import UsageReporter
+def stripe_gateway() -> StripeGateway:
     from .stripe_gateway import StripeGateway
 
     settings = get_settings()
@@ -52,10 +52,28 @@ def reporter() -> UsageReporter:
         cache_seconds=settings.secrets_cache_seconds,
         name="Stripe API key",
     )
-    return UsageReporter(settings, StripeGateway(settings, stripe_key), queues(), persistence_layer(settings))
+    return StripeGateway(settings, stripe_key)
+
+
+@functools.cache
+def reporter() -> UsageReporter:
+    from .dedup import persistence_layer
+    from .reporting import UsageReporter
+
+    settings = get_settings()
+    return UsageReporter(settings, stripe_gateway(), queues(), persistence_layer(settings))
+
+
+@functools.cache
+def retry_worker() -> RetryWorker:
+    from .dedup import DedupLedger, persistence_layer
+    from .retrying import RetryWorker
+
+    settings = get_settings()
+    return RetryWorker(settings, stripe_gateway(), queues(), DedupLedger(settings, persistence_layer(settings)))
 
 
 def reset() -> None:
     """Forget everything built from the environment (tests and the local server change it)."""
-    for cached in (get_settings, aws.client, authenticator, queues, reporter):
+    for cached in (get_settings, aws.client, authenticator, queues, stripe_gateway, reporter, retry_worker):
         cached.cache_clear()

@@ -1,0 +1,43 @@
+"""The answers callers get, as stored in the dedup record: ``{"status_code": ..., "body": {...}}``.
+
+The ingest function stores the first answer; the retry worker rewrites it when a queued record is
+delivered (200 reported) or refused (422 rejected), so a replay of the key tells the truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import FailureReason, StripeUsage
+
+
+def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"type": error_type, "message": message, **extra}}
+
+
+def _record_fields(idempotency_key: str, usage: StripeUsage) -> dict[str, Any]:
+    return {"idempotency_key": idempotency_key, **usage.model_dump()}
+
+
+def reported(idempotency_key: str, usage: StripeUsage, stripe_id: str) -> dict[str, Any]:
+    body = {"status": "reported", **_record_fields(idempotency_key, usage), "stripe_id": stripe_id}
+    return {"status_code": 200, "body": body}
+
+
+def queued(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
+    body = {
+        "status": "queued",
+        **_record_fields(idempotency_key, usage),
+        "message": "Stripe did not take the record yet; it is queued and will be reported exactly once.",
+        "reason": reason.model_dump(exclude_none=True),
+    }
+    return {"status_code": 202, "body": body}
+
+
+def rejected(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
+    body = {
+        "status": "rejected",
+        **_record_fields(idempotency_key, usage),
+        "error": {"type": "stripe_error", "code": reason.code, "message": reason.message},
+    }
+    return {"status_code": 422, "body": body}
