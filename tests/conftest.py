@@ -7,6 +7,8 @@ import contextlib
 import io
 import json
 import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +17,8 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
+from moto.server import ThreadedMotoServer
 
 from tests.harness.fake_stripe import FakeStripe
 from tests.harness.lambda_runtime import (
@@ -225,6 +229,32 @@ def logs() -> Iterator[Callable[[], str]]:
     previous = handler.setStream(buffer)  # type: ignore[attr-defined]
     yield buffer.getvalue
     handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+def _serialized(method: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    return call
+
+
+@pytest.fixture
+def moto_server(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    # Real DynamoDB applies a conditional write atomically; moto's server threads do not. Serialize
+    # moto's writes so the test sees DynamoDB's semantics (the product relies on them, not on luck).
+    lock = threading.Lock()
+    for name in ("put_item", "update_item", "delete_item"):
+        monkeypatch.setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name), lock))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    server.stop()
 
 
 def wait_until(predicate: Any, timeout: float = 5.0) -> None:

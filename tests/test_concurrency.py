@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-from moto.dynamodb.models import DynamoDBBackend
-from moto.server import ThreadedMotoServer
 
 from tests.conftest import record
 from tests.harness.fake_stripe import FakeStripe, Fault
 from tests.harness.instances import invoke_concurrently
 from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FAKE_STRIPE_KEY, local_environment
-
-
-def _serialized(method: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return method(*args, **kwargs)
-
-    return call
-
-
-@pytest.fixture
-def moto_server(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    # Real DynamoDB applies a conditional write atomically; moto's server threads do not. Serialize
-    # moto's writes so the test sees DynamoDB's semantics (the product relies on them, not on luck).
-    lock = threading.Lock()
-    for name in ("put_item", "update_item", "delete_item"):
-        monkeypatch.setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name), lock))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    yield url
-    server.stop()
 
 
 @pytest.mark.slow

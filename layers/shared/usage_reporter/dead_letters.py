@@ -92,6 +92,7 @@ def describe(message: dict[str, Any]) -> dict[str, Any]:
         "reason_code": reason.get("code"),
         "reason": reason.get("message"),
         "attempts": body.get("attempts"),
+        "in_doubt": body.get("in_doubt", False),
         "age_hours": round((time.time() * 1000 - sent_ms) / 3_600_000, 1) if sent_ms else None,
     }
 
@@ -104,14 +105,12 @@ def list_messages(queues: Queues, limit: int) -> list[dict[str, Any]]:
 
 
 def _find(queues: Queues, message_id: str, limit: int = 10_000) -> dict[str, Any]:
-    found, others = None, []
-    for message in _receive_all(queues.dead_letter_url, limit):
+    found = None
+    for message in list(_receive_all(queues.dead_letter_url, limit)):  # all: none stays hidden by accident
         if message["MessageId"] == message_id:
             found = message
-            break
-        others.append(message)
-    for message in others:
-        _release(queues.dead_letter_url, message)
+        else:
+            _release(queues.dead_letter_url, message)
     if found:
         return found
     sys.exit(f"message {message_id} is not in the dead-letter queue (or is being looked at; retry in {PEEK_SECONDS} s)")
@@ -119,13 +118,17 @@ def _find(queues: Queues, message_id: str, limit: int = 10_000) -> dict[str, Any
 
 def redrive_one(queues: Queues, message_id: str, *, confirm_not_in_stripe: bool = False) -> str:
     """Move one message back to the retry queue; the new message id."""
-    sqs = aws.client("sqs")
     message = _find(queues, message_id)
     body = message["Body"]
     if confirm_not_in_stripe:
         data = json.loads(body)
         # The operator looked in Stripe: the worker may now send a late record it was in doubt about.
         body = json.dumps({**data, "review_confirmed": True})
+    return _move(queues, message, body)
+
+
+def _move(queues: Queues, message: dict[str, Any], body: str) -> str:
+    sqs = aws.client("sqs")
     attributes = {
         name: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
         for name, value in message.get("MessageAttributes", {}).items()
@@ -137,11 +140,10 @@ def redrive_one(queues: Queues, message_id: str, *, confirm_not_in_stripe: bool 
 
 
 def redrive_all_by_copy(queues: Queues, limit: int) -> int:
-    moved = 0
-    for described in list_messages(queues, limit):
-        redrive_one(queues, described["message_id"])
-        moved += 1
-    return moved
+    received = list(_receive_all(queues.dead_letter_url, limit))
+    for message in received:
+        _move(queues, message, message["Body"])
+    return len(received)
 
 
 def start_move_task(queues: Queues, max_per_second: int | None) -> str:
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{m['message_id']}  {m['reason_type']}{'/' + m['reason_code'] if m['reason_code'] else ''}  "
                 f"client={m['client_id']} key={m['idempotency_key']} item={m['subscription_item']} "
-                f"qty={m['quantity']} attempts={m['attempts']} age={m['age_hours']}h\n    {m['reason']}"
+                f"qty={m['quantity']} attempts={m['attempts']} age={m['age_hours']}h"
+                f"{' MAY-BE-IN-STRIPE' if m['in_doubt'] else ''}\n    {m['reason']}"
             )
         if not args.json:
             print(f"{len(messages)} message(s)")

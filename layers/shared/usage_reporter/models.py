@@ -127,6 +127,13 @@ class QueuedRecord(BaseModel):
     received_at: int
     reason: FailureReason
     attempts: int = Field(default=1, description="Delivery attempts so far (the ingest attempt counts).")
+    in_doubt: bool = Field(
+        default=False,
+        description=(
+            "Stripe may already hold this record (an attempt's answer was lost). A redrive is safe while Stripe "
+            "remembers the key (23 h after the first attempt): it replays its answer instead of counting twice."
+        ),
+    )
     review_confirmed: bool = Field(
         default=False, description="An operator checked Stripe and confirmed this record is not there (late records)."
     )

@@ -222,4 +222,6 @@ class RetryWorker:
 def _with(message: QueuedRecord, state: DeliveryState, reason: FailureReason) -> QueuedRecord:
     """The message as it goes to the dead-letter queue: the latest reason and attempt count. Its Stripe key
     stays the record's first one; the key in use is in the dedup record's delivery state."""
-    return message.model_copy(update={"reason": reason, "attempts": state.attempts, "review_confirmed": False})
+    return message.model_copy(
+        update={"reason": reason, "attempts": state.attempts, "in_doubt": state.in_doubt, "review_confirmed": False}
+    )
