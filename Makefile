@@ -16,7 +16,7 @@ PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 EVENT ?= events/usage-record.json
 
-.PHONY: help setup run test lint invoke events curl build deploy clean
+.PHONY: help setup run test invoke events curl dlq build deploy clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ run: $(VENV)/.installed  ## serve the API at http://127.0.0.1:3000 (moto + fake 
 test: setup  ## every test and check: pytest, ruff, mypy, cfn-lint, sam validate --lint, sam build
 	SAM_CLI=$(SAM) $(PY) -m pytest
 
-invoke: $(VENV)/.installed  ## like `sam local invoke -e $(EVENT)`, without Docker
+invoke: $(VENV)/.installed  ## like `sam local invoke -e $(EVENT)`, without Docker (SQS events: the worker)
 	$(PY) -m tests.harness.invoke $(EVENT)
 
 events: $(VENV)/.installed  ## regenerate events/*.json (fresh signatures)
@@ -48,6 +48,9 @@ events: $(VENV)/.installed  ## regenerate events/*.json (fresh signatures)
 
 curl: $(VENV)/.installed  ## print a freshly signed curl command for `make run`
 	$(PY) -m tests.harness.client --curl
+
+dlq: $(VENV)/.installed  ## dead-letter queue tool, e.g. make dlq ARGS="--stack stripe-usage-reporter list"
+	PYTHONPATH=layers/shared $(PY) -m usage_reporter.dead_letters $(ARGS)
 
 build: $(SAM_VENV)/.installed  ## sam build (the layer for arm64)
 	$(SAM) build

@@ -1,7 +1,8 @@
 """Write the sample events in this folder (``make events`` refreshes their signatures).
 
 Each is a payload-2.0 event as API Gateway sends it, for ``sam local invoke -e`` or, without
-Docker, ``make invoke EVENT=events/<file>``. ``EXPECTED`` says what each one answers locally.
+Docker, ``make invoke EVENT=events/<file>``. ``EVENTS`` and ``SQS_EVENTS`` say what each one shows
+and answers locally (the tests check it).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, http_api_event
+from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, http_api_event, sqs_event
 from usage_reporter.auth import sign
+from usage_reporter.models import FailureReason, QueuedRecord, StripeUsage
+from usage_reporter.stripe_gateway import stripe_idempotency_key
 
 HERE = Path(__file__).resolve().parent
 NOW = int(time.time())
@@ -58,6 +61,44 @@ EVENTS: dict[str, tuple[str, str, str, int, str]] = {
 }
 
 
+def queued(key: str, item: str, quantity: int) -> QueuedRecord:
+    """A retry-queue message as the ingest function writes it after Stripe answered 429."""
+    return QueuedRecord(
+        client_id=DEMO_CLIENT_ID,
+        idempotency_key=key,
+        record={"subscription_item": item, "quantity": quantity, "timestamp": "now", "action": "increment"},
+        stripe=StripeUsage(subscription_item=item, quantity=quantity, timestamp=NOW - 120, action="increment"),
+        stripe_idempotency_key=stripe_idempotency_key(DEMO_CLIENT_ID, key),
+        received_at=NOW - 120,
+        reason=FailureReason(type="stripe_rate_limited", message="Too many requests", http_status=429),
+    )
+
+
+# SQS events for the retry worker: file name -> (messages, what it shows). Locally none fails:
+# the first is reported, the second is dead-lettered (no such subscription item).
+SQS_EVENTS: dict[str, tuple[list[QueuedRecord], str]] = {
+    "retry-queue-batch.json": (
+        [queued("retry-demo-1", "si_demo", 5), queued("retry-demo-2", "si_unknown", 1)],
+        "two queued records: one is reported, one goes to the dead-letter queue",
+    ),
+}
+RETRY_QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:stripe-usage-reporter-RetryQueue"
+
+
+def build_sqs(messages: list[QueuedRecord]) -> dict[str, object]:
+    received = [
+        {
+            "MessageId": f"0e6f{i:04d}-0000-4000-8000-00000000000{i}",
+            "ReceiptHandle": f"local-receipt-{i}",
+            "Body": message.model_dump_json(),
+            "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(NOW * 1000)},
+            "MessageAttributes": {"reason_type": {"DataType": "String", "StringValue": message.reason.type}},
+        }
+        for i, message in enumerate(messages, 1)
+    ]
+    return sqs_event(received, RETRY_QUEUE_ARN)
+
+
 def build(path: str, body: str, secret: str) -> dict[str, object]:
     headers = {
         "content-type": "application/json",
@@ -71,6 +112,9 @@ def build(path: str, body: str, secret: str) -> dict[str, object]:
 def main() -> None:
     for name, (path, body, secret, _, _) in EVENTS.items():
         (HERE / name).write_text(json.dumps(build(path, body, secret), indent=2) + "\n")
+        print(f"wrote events/{name}")
+    for name, (messages, _) in SQS_EVENTS.items():
+        (HERE / name).write_text(json.dumps(build_sqs(messages), indent=2) + "\n")
         print(f"wrote events/{name}")
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,10 +29,11 @@ def _load_events() -> Any:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.EVENTS
+    return module
 
 
-EVENTS = _load_events()
+_GENERATOR = _load_events()
+EVENTS, SQS_EVENTS = _GENERATOR.EVENTS, _GENERATOR.SQS_EVENTS
 
 
 @pytest.fixture
@@ -44,7 +46,15 @@ def restored_environment() -> Iterator[None]:
 
 
 def test_events_folder_holds_exactly_the_generated_events() -> None:
-    assert sorted(p.name for p in (ROOT / "events").glob("*.json")) == sorted(EVENTS)
+    assert sorted(p.name for p in (ROOT / "events").glob("*.json")) == sorted([*EVENTS, *SQS_EVENTS])
+
+
+def test_retry_queue_event_drives_the_worker(restored_environment: None) -> None:
+    event = json.loads((ROOT / "events" / "retry-queue-batch.json").read_text())
+
+    response = invoke(event)
+
+    assert response == {"batchItemFailures": []}  # one reported, one dead-lettered: none left to retry
 
 
 @pytest.mark.parametrize("name", sorted(EVENTS))
@@ -74,7 +84,7 @@ def local_server() -> Iterator[tuple[str, str]]:
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STRIPE_"))}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.harness.local_api", "--port", str(port)],
+        [sys.executable, "-m", "tests.harness.local_api", "--port", str(port), "--retry-delay", "0"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -123,3 +133,28 @@ def test_printed_curl_example_works_as_pasted(local_server: tuple[str, str]) -> 
 
     assert output.startswith("HTTP/1.1 200")
     assert '"status":"reported"' in output
+
+
+@pytest.mark.slow
+def test_local_server_retries_a_queued_record_in_the_background(local_server: tuple[str, str]) -> None:
+    url, banner = local_server
+    match = re.search(r"(http://\S+)/_fake/ledger", banner)
+    assert match, banner
+    stripe_url = match.group(1)
+    urllib.request.urlopen(
+        urllib.request.Request(f"{stripe_url}/_fake/faults", data=b"kind=status&status=429", method="POST")
+    ).read()
+    body = json.dumps({"idempotency_key": "late-1", "subscription_item": "si_demo", "quantity": 6}).encode()
+
+    status, _, raw = send(url, "/v1/usage", body, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    assert (status, json.loads(raw)["status"]) == (202, "queued")
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, _, raw = send(url, "/v1/usage", body, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        if json.loads(raw)["status"] == "reported":
+            break
+        time.sleep(0.5)
+    assert (status, json.loads(raw)["status"]) == (200, "reported")
+    with urllib.request.urlopen(f"{stripe_url}/_fake/ledger") as ledger:
+        assert [r["quantity"] for r in json.load(ledger)["data"]] == [6]

@@ -60,3 +60,26 @@ def test_sam_build_packages_the_layer_for_arm64(tmp_path: Path) -> None:
     [native] = list((layer / "pydantic_core").glob("_pydantic_core*.so"))
     assert "aarch64" in native.name  # built for the template's arm64, not this machine
     assert (tmp_path / "build" / "IngestFunction" / "app.py").is_file()
+
+
+def test_worker_is_wired_for_partial_failures_and_bounded_concurrency() -> None:
+    from tests.harness.stack import load_template
+
+    template = load_template()
+    worker = template["Resources"]["RetryFunction"]["Properties"]
+    [source] = worker["Events"].values()
+    assert source["Type"] == "SQS"
+    assert source["Properties"]["Queue"] == {"Fn::GetAtt": ["RetryQueue", "Arn"]}
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert source["Properties"]["BatchSize"] == {"Ref": "RetryBatchSize"}
+    assert source["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "RetryWorkerConcurrency"}}
+    # Even at the highest allowed concurrency, one request at a time per worker (>= 200 ms each) stays
+    # under Stripe's ~100 requests/s for legacy usage records.
+    assert template["Parameters"]["RetryWorkerConcurrency"]["MaxValue"] * 5 <= 100
+    queue = template["Resources"]["RetryQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == {"Ref": "RetryMaxReceiveCount"}
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]  # AWS's advice for Lambda event sources
+    alarms = {
+        r["Properties"]["MetricName"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert {"ApproximateNumberOfMessagesVisible", "Errors"} <= alarms

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -24,7 +25,7 @@ INGEST_FAULTS = {
     "lost_then_down": [Fault.lost_response(), Fault.server_error(500), Fault.server_error(500)],
     "timeout": [Fault.latency(1.3)] * 3,
 }
-WORKER_FAULTS = [
+WORKER_FAULTS: list[Callable[[], Fault]] = [
     lambda: Fault.server_error(500),
     lambda: Fault.server_error(503),
     Fault.rate_limit,

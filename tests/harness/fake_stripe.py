@@ -173,7 +173,7 @@ class FakeStripe:
         with self._lock:
             self.requests.append({"method": method, "path": path, "headers": headers, "params": params})
         if path.startswith("/_fake/"):
-            return self._control(method, path)
+            return self._control(method, path, params)
 
         if headers.get("authorization", "") != f"Bearer {self.api_key}":
             return stripe_error(401, "Invalid API Key provided")
@@ -279,10 +279,19 @@ class FakeStripe:
         public = {k: v for k, v in record.items() if k not in ("action", "idempotency_key")}
         return Reply(200, public)
 
-    def _control(self, method: str, path: str) -> Reply:
+    def _control(self, method: str, path: str, params: dict[str, str]) -> Reply:
         if method == "GET" and path == "/_fake/ledger":
             with self._lock:
                 return Reply(200, {"object": "list", "data": list(self.ledger)})
+        if method == "POST" and path == "/_fake/faults":  # e.g. kind=status&status=503&times=3
+            fault = Fault(
+                kind=params.get("kind", "status"),
+                status=int(params.get("status", 500)),
+                seconds=float(params.get("seconds", 0)),
+                subscription_item=params.get("subscription_item"),
+            )
+            self.inject(fault, times=int(params.get("times", 1)))
+            return Reply(200, {"injected": int(params.get("times", 1)), "fault": fault.__dict__})
         return stripe_error(404, f"Unrecognized request URL ({method}: {path})")
 
 

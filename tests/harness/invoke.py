@@ -1,6 +1,7 @@
 """What ``sam local invoke -e events/<file>`` does, without Docker: one event through the real handler.
 
     python -m tests.harness.invoke events/usage-record.json
+    python -m tests.harness.invoke events/retry-queue-batch.json     # the retry worker
 
 AWS is an in-process moto built from template.yaml (fresh for each invoke), Stripe is the project's
 fake (or real Stripe in test mode when ``STRIPE_API_KEY`` is set). Events signed with the demo
@@ -24,8 +25,8 @@ from .lambda_runtime import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
     FAKE_STRIPE_KEY,
-    INGEST_FUNCTION,
     LambdaContext,
+    function_logical_id,
     load_handler,
     local_environment,
 )
@@ -45,8 +46,15 @@ def refresh_signature(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "headers": {**headers, "x-usage-signature": sign(DEMO_CLIENT_SECRET, body)}}
 
 
-def invoke(event: dict[str, Any], *, function: str = "ingest", as_is: bool = False) -> dict[str, Any]:
+def function_for(event: dict[str, Any]) -> str:
+    """The function an event is for: SQS events drive the retry worker, HTTP events the ingest function."""
+    records = event.get("Records") or [{}]
+    return "retry" if records[0].get("eventSource") == "aws:sqs" else "ingest"
+
+
+def invoke(event: dict[str, Any], *, function: str | None = None, as_is: bool = False) -> dict[str, Any]:
     """Invoke ``functions/<function>`` with ``event`` in a fresh local deployment; the response."""
+    function = function or function_for(event)
     from moto import mock_aws
 
     os.environ.update(
@@ -62,14 +70,16 @@ def invoke(event: dict[str, Any], *, function: str = "ingest", as_is: bool = Fal
     fake = None if real_key else FakeStripe(api_key=FAKE_STRIPE_KEY, subscription_items=DEMO_ITEMS)
     with mock_aws():
         stack, env = local_environment(
-            stripe_api_key=real_key or FAKE_STRIPE_KEY, stripe_api_base=fake.start() if fake else None
+            stripe_api_key=real_key or FAKE_STRIPE_KEY,
+            stripe_api_base=fake.start() if fake else None,
+            function=function,
         )
         os.environ.update(env)
         from usage_reporter import wiring
 
         wiring.reset()
         try:
-            context = LambdaContext(timeout_seconds=stack.function_timeout(INGEST_FUNCTION))
+            context = LambdaContext(timeout_seconds=stack.function_timeout(function_logical_id(stack, function)))
             return load_handler(function)(event if as_is else refresh_signature(event), context)
         finally:
             if fake:
@@ -79,7 +89,7 @@ def invoke(event: dict[str, Any], *, function: str = "ingest", as_is: bool = Fal
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("event", type=Path, help="an event file, e.g. events/usage-record.json")
-    parser.add_argument("--function", default="ingest", help="functions/<name> (default: ingest)")
+    parser.add_argument("--function", help="functions/<name> (default: retry for SQS events, else ingest)")
     parser.add_argument("--as-is", action="store_true", help="do not refresh the demo signature")
     args = parser.parse_args()
     response = invoke(json.loads(args.event.read_text()), function=args.function, as_is=args.as_is)

@@ -116,19 +116,31 @@ def routes(stack: Stack, logical_id: str = INGEST_FUNCTION) -> set[str]:
     return {f"{e['Properties']['Method'].upper()} {e['Properties']['Path']}" for e in events if e["Type"] == "HttpApi"}
 
 
+def function_logical_id(stack: Stack, function: str) -> str:
+    """The template's function whose code is ``functions/<function>``."""
+    [logical_id] = [
+        lid
+        for lid, resource in stack.template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+        and resource["Properties"]["CodeUri"] == f"functions/{function}"
+    ]
+    return str(logical_id)
+
+
 def local_environment(
     *,
     stripe_api_key: str,
     stripe_api_base: str | None,
     clients: Mapping[str, str | list[str]] | None = None,
     parameters: dict[str, str] | None = None,
+    function: str = "ingest",
 ) -> tuple[Stack, dict[str, str]]:
     """Create the template's resources and secrets in the current (moto) AWS; the functions' environment.
 
     Secrets go through Secrets Manager, as in AWS; only ``STRIPE_API_BASE`` is local-only.
     """
     stack = create_stack(parameters=parameters)
-    env = stack.function_environment(INGEST_FUNCTION)
+    env = stack.function_environment(function_logical_id(stack, function))
     secrets = boto3.client("secretsmanager")
     secrets.put_secret_value(SecretId=env["STRIPE_API_KEY_SECRET_ARN"], SecretString=stripe_api_key)
     secrets.put_secret_value(

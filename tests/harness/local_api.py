@@ -1,6 +1,7 @@
 """``make run``: the real ingest handler at http://127.0.0.1:3000, as API Gateway would call it, no Docker.
 
-HTTP request -> payload-2.0 event -> ``functions/ingest/app.lambda_handler`` -> HTTP response, with
+HTTP request -> payload-2.0 event -> ``functions/ingest/app.lambda_handler`` -> HTTP response, and the
+retry worker fed from the retry queue as Lambda's SQS event source would, with
 DynamoDB, SQS and Secrets Manager from a moto server built from template.yaml, and the project's fake
 Stripe (or real Stripe in test mode when ``STRIPE_API_KEY`` is set).
 """
@@ -16,6 +17,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -27,9 +29,11 @@ from .lambda_runtime import (
     FAKE_STRIPE_KEY,
     INGEST_FUNCTION,
     LambdaContext,
+    function_logical_id,
     http_api_event,
     load_handler,
     local_environment,
+    poll_queue_once,
     routes,
 )
 
@@ -42,7 +46,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_backends() -> dict[str, Any]:
+def start_backends(retry_delay_seconds: int | None = None) -> dict[str, Any]:
     """moto (over HTTP, so other tools can look in) and Stripe; sets this process's environment."""
     from moto.server import ThreadedMotoServer
 
@@ -66,6 +70,8 @@ def start_backends() -> dict[str, Any]:
         fake = FakeStripe(api_key=FAKE_STRIPE_KEY, subscription_items=DEMO_ITEMS)
         stripe_key, stripe_base = FAKE_STRIPE_KEY, fake.start()
     stack, env = local_environment(stripe_api_key=stripe_key, stripe_api_base=stripe_base)
+    if retry_delay_seconds is not None:
+        env["RETRY_BASE_DELAY_SECONDS"] = str(retry_delay_seconds)
     os.environ.update(env)
     return {"stack": stack, "env": env, "fake_stripe": fake, "moto_url": os.environ["AWS_ENDPOINT_URL"]}
 
@@ -110,16 +116,32 @@ def serve(host: str, port: int, backends: dict[str, Any]) -> ThreadingHTTPServer
 
     server = ThreadingHTTPServer((host, port), Gateway)
     server.daemon_threads = True
+    threading.Thread(target=_retry_worker_loop, args=(stack, backends["env"], instance), daemon=True).start()
     return server
+
+
+def _retry_worker_loop(stack: Any, env: dict[str, str], instance: threading.Lock) -> None:
+    """Lambda's SQS event source for the retry worker: poll, invoke, delete what succeeded."""
+    logical_id = function_logical_id(stack, "retry")
+    batch_size = int(stack.parameters["RetryBatchSize"])
+    timeout = stack.function_timeout(logical_id)
+    while True:
+        time.sleep(2)
+        with instance:  # one function at a time in this process (they share module state)
+            try:
+                poll_queue_once(env["RETRY_QUEUE_URL"], "retry", batch_size, timeout)
+            except Exception as exc:  # keep polling, as Lambda would
+                sys.stderr.write(f"[retry worker] {exc}\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--retry-delay", type=int, help="first retry backoff in seconds (default: the template's)")
     args = parser.parse_args()
 
-    backends = start_backends()
+    backends = start_backends(args.retry_delay)
     server = serve(args.host, args.port, backends)
     url = f"http://{args.host}:{args.port}"
     example = {"idempotency_key": "order-1001-api-calls", "subscription_item": DEMO_ITEMS[0], "quantity": 3}
@@ -135,6 +157,8 @@ stripe-usage-reporter listening on {url}  (POST /v1/usage, POST /v1/usage/batch)
   AWS (moto, from template.yaml): {backends["moto_url"]}  table {backends["env"]["IDEMPOTENCY_TABLE_NAME"]}
   Stripe: {stripe_line}
   client: {DEMO_CLIENT_ID} / secret {DEMO_CLIENT_SECRET}
+  retry worker: polls the retry queue every 2 s; the first retry waits {backends["env"]["RETRY_BASE_DELAY_SECONDS"]} s
+  faults: curl -X POST {fake.url if fake else "(fake Stripe only)"}/_fake/faults -d kind=status -d status=503 -d times=3
 
 Try it (the signature is valid for 5 minutes; `make curl` prints a fresh one):
 
