@@ -6,9 +6,22 @@ delivered (200 reported) or refused (422 rejected), so a replay of the key tells
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from .models import FailureReason, StripeUsage
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.body.get("status") or self.body["error"]["type"])
 
 
 def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -20,11 +20,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from . import observability, wiring
-from .answers import error_body
+from .answers import Outcome, error_body
 from .auth import AuthenticationError
 from .models import UsageBatch, UsageRecord
 from .observability import logger
-from .reporting import Outcome
 from .secrets import SecretUnavailable
 
 MAX_BODY_BYTES = 256 * 1024

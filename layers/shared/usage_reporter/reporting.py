@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
@@ -27,7 +26,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import answers, observability
-from .answers import error_body
+from .answers import Outcome, error_body
 from .config import Settings
 from .dedup import KEY_PREFIX, dedup_request, idempotency_config
 from .models import FailureReason, QueuedRecord, StripeUsage, UsageRecord
@@ -51,18 +50,6 @@ _METRIC_BY_STATUS = {
 
 class DeliveryImpossible(Exception):
     """Neither Stripe nor SQS took the record: nothing may be remembered for this key."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status_code: int
-    body: dict[str, Any]
-    replayed: bool = False
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return str(self.body.get("status") or self.body["error"]["type"])
 
 
 class UsageReporter:
