@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import boto3
+import pytest
 
 from tests.conftest import SUBSCRIPTION_ITEM, Deployment, record
 from tests.harness.fake_stripe import Fault
@@ -211,3 +212,23 @@ def test_late_record_whose_last_attempt_died_mid_call_is_not_resent(deployment: 
     assert deployment.stripe.usage_requests() == []
     [letter] = deployment.dead_letters()
     assert letter["Body"]["reason"]["type"] == "needs_review"
+
+
+def test_message_the_worker_keeps_failing_on_ends_in_the_dead_letter_queue(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue_via_rate_limit(deployment, record("r1"))
+    sqs = boto3.client("sqs")
+    # Failed messages come back at once (instead of after the queue's 720 s), to run every receive here.
+    sqs.set_queue_attributes(QueueUrl=deployment.retry_queue_url, Attributes={"VisibilityTimeout": "0"})
+    boto3.client("dynamodb").delete_table(TableName=deployment.table_name)  # not Stripe's fault: DynamoDB
+
+    deployment.run_retry_worker(rounds=30)
+
+    max_receives = int(deployment.stack.parameters["RetryMaxReceiveCount"])
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert sum(m.get("RetryFailed", [0])[0] for m in emitted) == max_receives  # each counted for the alarm
+    assert deployment.retry_messages() == []
+    [letter] = deployment.dead_letters()  # moved by SQS's redrive policy, the body as the ingest wrote it
+    assert (letter["Body"]["idempotency_key"], letter["Body"]["reason"]["type"]) == ("r1", "stripe_rate_limited")
+    assert deployment.stripe.usage_requests() == []

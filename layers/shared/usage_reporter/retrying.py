@@ -67,6 +67,12 @@ class RetryWorker:
             with suppress(QueueUnavailable):  # the queue's visibility timeout still spaces the retries
                 self._queues.delay_redelivery(record.receipt_handle, later.seconds)
             raise
+        except Exception:
+            # Not Stripe's doing (DynamoDB, SQS, a bug): the message comes back after the queue's
+            # visibility timeout, and SQS's redrive policy is the last resort. Alarmed on.
+            logger.exception("retry worker failed on a message", extra={"message_id": record.message_id})
+            observability.count("RetryFailed")
+            raise
 
     def backoff_seconds(self, receive_count: int) -> int:
         delay = min(
