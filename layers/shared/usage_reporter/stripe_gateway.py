@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
@@ -121,7 +120,3 @@ def _build_client(api_key: str, settings: Settings) -> stripe.StripeClient:
         max_network_retries=settings.stripe_max_network_retries,
         http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
     )
-
-
-def timed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
