@@ -22,7 +22,8 @@ def sam_cli() -> str:
 
 
 def run(*command: str, cwd: Path = ROOT) -> str:
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    # `sam build` needs a python3.12 on PATH for the layer: the project's venv has one.
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{output}"
