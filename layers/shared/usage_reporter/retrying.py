@@ -98,7 +98,7 @@ class RetryWorker:
             raise RetryLater(max(self._settings.retry_base_delay_seconds, 1), "ingest still holds this key") from None
         except IdempotencyValidationError:
             reason = FailureReason(type="dedup_mismatch", message="the dedup record holds another payload for this key")
-            self._to_operator(message, request, DeliveryState.first(message), reason, answer=None)
+            self._to_operator(message, request, DeliveryState.first(message), reason)
             return
         if answer and answer["status_code"] == 200:
             observability.count("AlreadyReported")
@@ -120,7 +120,7 @@ class RetryWorker:
                     "usage in Stripe, then redrive with --confirm-not-in-stripe."
                 ),
             )
-            self._to_operator(message, request, state, reason, answer=answer)
+            self._to_operator(message, request, state, reason)
             return
         if self._rate_limited:
             raise RetryLater(self.backoff_seconds(receive_count), "Stripe rate-limited this batch")
@@ -196,7 +196,7 @@ class RetryWorker:
     ) -> None:
         if receive_count >= self._settings.retry_max_receive_count:
             final = reason.model_copy(update={"message": f"gave up after {state.attempts} attempts: {reason.message}"})
-            self._to_operator(message, request, state, final, answer=None)
+            self._to_operator(message, request, state, final)
             return
         self._ledger.store(
             request, {**answers.queued(message.idempotency_key, message.stripe, reason), "delivery": state.model_dump()}
@@ -209,7 +209,6 @@ class RetryWorker:
         request: dict[str, Any],
         state: DeliveryState,
         reason: FailureReason,
-        answer: dict[str, Any] | None,
     ) -> None:
         """Dead-letter the record with the reason; the caller's replay still says queued, with that reason."""
         try:
