@@ -123,7 +123,8 @@ class UsageReporter:
                 503,
                 error_body(
                     "service_unavailable",
-                    "the record could not be reported nor queued; nothing was kept, retry with the same key",
+                    "the record could not be reported nor queued; retry with the same key and payload "
+                    "(it will not be counted twice)",
                     idempotency_key=key,
                 ),
                 headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
