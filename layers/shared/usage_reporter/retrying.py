@@ -161,11 +161,8 @@ class RetryWorker:
             stripe_id = self._gateway.create_usage_record(usage, attempt.stripe_idempotency_key)
         except StripeDeliveryError as exc:
             # A refusal proves nothing was written under the key; any other failure may hide a write.
-            done = attempt.model_copy(
-                update={"attempt_started_at": None, "in_doubt": not exc.permanent or attempt.in_doubt}
-            )
+            done = attempt.model_copy(update={"attempt_started_at": None, "in_doubt": not exc.permanent})
             if exc.permanent:
-                done = done.model_copy(update={"in_doubt": False})
                 self._queues.send_dead_letter(_with(message, done, exc.reason))
                 self._ledger.store(request, {**answers.rejected(key, usage, exc.reason), "delivery": done.model_dump()})
                 observability.count("RetryRejected")
