@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from tests.harness.lambda_runtime import (
     local_environment,
     poll_queue_once,
 )
+from tests.harness.local_api import free_port
 from tests.harness.stack import Stack
 from usage_reporter import wiring
 from usage_reporter.auth import sign
@@ -246,9 +246,7 @@ def moto_server(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     lock = threading.Lock()
     for name in ("put_item", "update_item", "delete_item"):
         monkeypatch.setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name), lock))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     url = f"http://127.0.0.1:{port}"

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from tests.harness.client import send
 from tests.harness.invoke import invoke
 from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from tests.harness.local_api import free_port
 from tests.harness.stack import ROOT
 from usage_reporter import wiring
 
@@ -79,9 +79,7 @@ def test_stale_sample_signature_is_refused_when_sent_as_is(restored_environment:
 
 @pytest.fixture
 def local_server() -> Iterator[tuple[str, str]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STRIPE_"))}
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.harness.local_api", "--port", str(port), "--retry-delay", "0"],

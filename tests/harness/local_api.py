@@ -40,7 +40,8 @@ from .lambda_runtime import (
 DEMO_ITEMS = ("si_demo", "si_demo2")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -51,7 +52,7 @@ def start_backends(retry_delay_seconds: int | None = None) -> dict[str, Any]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-    moto_port = _free_port()
+    moto_port = free_port()
     ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port).start()
     os.environ.update(
         {
