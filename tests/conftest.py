@@ -19,6 +19,7 @@ from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 from moto.server import ThreadedMotoServer
 
+from tests.harness.aws_faults import AwsFaults
 from tests.harness.fake_stripe import FakeStripe
 from tests.harness.lambda_runtime import (
     DEMO_CLIENT_ID,
@@ -34,6 +35,7 @@ from tests.harness.local_api import free_port
 from tests.harness.stack import Stack
 from usage_reporter import wiring
 from usage_reporter.auth import sign
+from usage_reporter.dedup import KEY_PREFIX, PLAN_PREFIX
 from usage_reporter.observability import logger
 
 SUBSCRIPTION_ITEM = "si_TESTitem001"
@@ -137,8 +139,16 @@ class Deployment:
 
     # -- what is stored ------------------------------------------------------------------------
 
-    def dedup_items(self) -> list[dict[str, Any]]:
+    def table_items(self) -> list[dict[str, Any]]:
         return boto3.client("dynamodb").scan(TableName=self.table_name)["Items"]  # type: ignore[no-any-return]
+
+    def dedup_items(self) -> list[dict[str, Any]]:
+        """Powertools' dedup records (the stored answers)."""
+        return [i for i in self.table_items() if i["id"]["S"].startswith(f"{KEY_PREFIX}#")]
+
+    def delivery_plans(self) -> list[dict[str, Any]]:
+        """The Stripe request fixed for each key (``DeliveryPlan`` JSON)."""
+        return [json.loads(i["plan"]["S"]) for i in self.table_items() if i["id"]["S"].startswith(f"{PLAN_PREFIX}#")]
 
     def messages(self, queue_url: str) -> list[dict[str, Any]]:
         """Every message on the queue (received once, then made visible again), bodies parsed."""
@@ -253,6 +263,16 @@ def moto_server(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     yield url
     server.stop()
+
+
+@pytest.fixture
+def aws_faults(deployment: Deployment, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsFaults]:
+    """The deployment's AWS behind a proxy that fails chosen operations (``fail("dynamodb:UpdateItem")``)."""
+    faults = AwsFaults()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", faults.start(moto_server))
+    wiring.reset()  # rebuild the service's clients on the proxy
+    yield faults
+    faults.stop()
 
 
 def wait_until(predicate: Any, timeout: float = 5.0) -> None:

@@ -39,3 +39,26 @@ def invoke_concurrently(
     for process in processes:
         process.join(10)
     return responses
+
+
+def _one_request(env: dict[str, str], path: str, body: bytes, client: tuple[str, str], timeout_seconds: float) -> None:
+    os.environ.update(env)
+    from usage_reporter.auth import sign
+
+    headers = {
+        "content-type": "application/json",
+        "x-usage-client": client[0],
+        "x-usage-signature": sign(client[1], body),
+    }
+    load_handler("ingest")(http_api_event("POST", path, body, headers), LambdaContext(timeout_seconds=timeout_seconds))
+
+
+def start_instance(
+    env: dict[str, str], path: str, body: bytes, client: tuple[str, str], *, timeout_seconds: float
+) -> multiprocessing.process.BaseProcess:
+    """One Lambda instance handling one request in its own process (for a test to kill mid-call)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=_one_request, args=(env, path, body, client, timeout_seconds)
+    )
+    process.start()
+    return process

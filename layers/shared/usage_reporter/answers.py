@@ -47,6 +47,20 @@ def queued(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> d
     return {"status_code": 202, "body": body}
 
 
+def held_for_review(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
+    """Stripe may already hold the record: it is with an operator, and will be counted at most once."""
+    body = {
+        "status": "queued",
+        **_record_fields(idempotency_key, usage),
+        "message": (
+            "Stripe may already hold this record; it is held for an operator, who checks Stripe before it is "
+            "sent again. It will be counted at most once."
+        ),
+        "reason": reason.model_dump(exclude_none=True),
+    }
+    return {"status_code": 202, "body": body}
+
+
 def rejected(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
     body = {
         "status": "rejected",

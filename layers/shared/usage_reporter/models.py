@@ -141,6 +141,25 @@ class QueuedRecord(BaseModel):
 
 # Reasons for which the ingest never sent the record to Stripe: nothing can be there under its key.
 NEVER_SENT_REASONS = frozenset({"time_budget_exhausted", "stripe_key_unavailable"})
+# Stripe answered ``idempotency_error``: it has seen this Idempotency-Key with other parameters, so it may
+# hold the record. Never a refusal, never a fresh key without an operator's confirmation.
+KEY_SEEN_WITH_OTHER_PARAMETERS = "stripe_idempotency_mismatch"
+
+
+class DeliveryPlan(BaseModel):
+    """The Stripe request for one (client, key), fixed once, durably, before Stripe is first called.
+
+    Every later processing of the key (SDK retry, caller retry after a 503 or a crash, worker,
+    redrive) sends exactly these parameters under this Idempotency-Key, so Stripe can only ever
+    replay the first answer. ``"now"`` is resolved once, here.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stripe: StripeUsage
+    stripe_idempotency_key: str
+    payload_sha256: str = Field(description="The caller's payload the plan was made for.")
+    fixed_at: int = Field(description="When the plan was fixed: the key's first processing.")
 
 
 class DeliveryState(BaseModel):
@@ -159,6 +178,9 @@ class DeliveryState(BaseModel):
     in_doubt: bool
     attempt_started_at: int | None = None
     attempts: int = 1
+    key_seen_with_other_parameters: bool = Field(
+        default=False, description="Stripe answered idempotency_error for stripe_idempotency_key."
+    )
 
     @classmethod
     def first(cls, message: QueuedRecord) -> DeliveryState:
@@ -167,4 +189,5 @@ class DeliveryState(BaseModel):
             key_first_used_at=message.received_at,
             in_doubt=message.reason.type not in NEVER_SENT_REASONS,
             attempts=message.attempts,
+            key_seen_with_other_parameters=message.reason.type == KEY_SEEN_WITH_OTHER_PARAMETERS,
         )

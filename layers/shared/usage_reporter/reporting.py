@@ -28,8 +28,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from . import answers, observability
 from .answers import Outcome, error_body
 from .config import Settings
-from .dedup import KEY_PREFIX, dedup_request, idempotency_config
-from .models import FailureReason, QueuedRecord, StripeUsage, UsageRecord
+from .dedup import KEY_PREFIX, DeliveryPlans, PlanUnavailable, dedup_request, idempotency_config, payload_sha256
+from .models import DeliveryPlan, FailureReason, QueuedRecord, StripeUsage, UsageRecord
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
@@ -52,6 +52,10 @@ class DeliveryImpossible(Exception):
     """Neither Stripe nor SQS took the record: nothing may be remembered for this key."""
 
 
+class PayloadConflict(Exception):
+    """The key's delivery plan was fixed for another payload (by a processing whose answer was lost)."""
+
+
 class UsageReporter:
     def __init__(
         self,
@@ -59,10 +63,12 @@ class UsageReporter:
         gateway: StripeGateway,
         queues: RecordQueues,
         persistence: BasePersistenceLayer,
+        plans: DeliveryPlans,
     ) -> None:
         self._settings = settings
         self._gateway = gateway
         self._queues = queues
+        self._plans = plans
         self._config = idempotency_config(settings)
         self._deliver_once = idempotent_function(
             data_keyword_argument="request",
@@ -108,7 +114,7 @@ class UsageReporter:
                 ),
                 headers={"Retry-After": str(IN_PROGRESS_RETRY_AFTER_SECONDS)},
             )
-        except IdempotencyValidationError:
+        except (IdempotencyValidationError, PayloadConflict):
             return Outcome(
                 409,
                 error_body(
@@ -135,28 +141,52 @@ class UsageReporter:
     def _deliver(
         self, request: dict[str, Any], record: UsageRecord, received_at: int, context: LambdaContext
     ) -> dict[str, Any]:
-        """The first (and only) processing of a (client, key): runs under the dedup lock."""
+        """A processing of a (client, key): runs under the dedup lock; a later one only after a failed one."""
         client_id = request["client_id"]
         key = record.idempotency_key
-        usage = StripeUsage(
-            subscription_item=record.subscription_item,
-            quantity=record.quantity,
-            timestamp=record.resolved_timestamp(received_at),
-            action=record.action,
+        proposed = DeliveryPlan(
+            stripe=StripeUsage(
+                subscription_item=record.subscription_item,
+                quantity=record.quantity,
+                timestamp=record.resolved_timestamp(received_at),
+                action=record.action,
+            ),
+            stripe_idempotency_key=stripe_idempotency_key(client_id, key),
+            payload_sha256=payload_sha256(request["record"]),
+            fixed_at=received_at,
         )
-        stripe_key = stripe_idempotency_key(client_id, key)
+        try:
+            plan = self._plans.fix(client_id, key, proposed)
+        except PlanUnavailable as exc:
+            raise DeliveryImpossible(str(exc)) from exc
+        if plan.payload_sha256 != proposed.payload_sha256:
+            # An earlier processing of this key (whose answer was lost) had another payload.
+            raise PayloadConflict(key)
+        usage = plan.stripe
 
-        def keep(reason: FailureReason) -> QueuedRecord:
+        def keep(reason: FailureReason, *, in_doubt: bool = False) -> QueuedRecord:
             return QueuedRecord(
                 client_id=client_id,
                 idempotency_key=key,
                 record=request["record"],
                 stripe=usage,
-                stripe_idempotency_key=stripe_key,
-                received_at=received_at,
+                stripe_idempotency_key=plan.stripe_idempotency_key,
+                received_at=plan.fixed_at,
                 reason=reason,
+                in_doubt=in_doubt,
             )
 
+        if plan != proposed and received_at - plan.fixed_at > self._settings.late_record_seconds:
+            # An earlier processing may have reached Stripe, which has forgotten the key by now.
+            hours = (received_at - plan.fixed_at) // 3600
+            reason = FailureReason(
+                type="needs_review",
+                message=(
+                    f"first processed {hours} h ago and that attempt's outcome is unknown; Stripe may have "
+                    "forgotten the key, so a resend could report it twice. Held for an operator to check Stripe."
+                ),
+            )
+            return self._hold_for_review(keep(reason, in_doubt=True), key, usage)
         if context.get_remaining_time_in_millis() / 1000 < self._stripe_call_seconds:
             # Not enough of this invocation left for a Stripe call with its retries: let the worker do it.
             reason = FailureReason(type="time_budget_exhausted", message="no time left in this request to call Stripe")
@@ -164,10 +194,12 @@ class UsageReporter:
         try:
             started = time.perf_counter()
             try:
-                stripe_id = self._gateway.create_usage_record(usage, stripe_key)
+                stripe_id = self._gateway.create_usage_record(usage, plan.stripe_idempotency_key)
             finally:
                 observability.stripe_latency((time.perf_counter() - started) * 1000)
         except StripeDeliveryError as exc:
+            if exc.needs_review:
+                return self._hold_for_review(keep(exc.reason, in_doubt=True), key, usage)
             if exc.permanent:
                 return self._dead_letter(keep(exc.reason), key, usage)
             return self._queue_for_retry(keep(exc.reason), key, usage)
@@ -201,3 +233,15 @@ class UsageReporter:
             extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
         )
         return answers.rejected(key, usage, message.reason)
+
+    def _hold_for_review(self, message: QueuedRecord, key: str, usage: StripeUsage) -> dict[str, Any]:
+        """Stripe may hold the record: an operator checks before it is sent again (never 422, never resent)."""
+        try:
+            message_id = self._queues.send_dead_letter(message)
+        except QueueUnavailable as exc:
+            raise DeliveryImpossible(f"{message.reason.type}; {exc}") from exc
+        logger.warning(
+            "held for review",
+            extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
+        )
+        return answers.held_for_review(key, usage, message.reason)

@@ -27,11 +27,14 @@ from pydantic import ValidationError
 from . import answers, observability
 from .config import Settings
 from .dedup import DedupLedger, DedupRecordInProgress, dedup_request
-from .models import DeliveryState, FailureReason, QueuedRecord
+from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, DeliveryState, FailureReason, QueuedRecord
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
 from .stripe_gateway import StripeDeliveryError, StripeGateway, worst_case_seconds
+
+# Dead-lettered because Stripe may already hold the record: an operator checks Stripe first.
+REVIEW_REASONS = frozenset({"needs_review", KEY_SEEN_WITH_OTHER_PARAMETERS})
 
 
 class RetryLater(Exception):
@@ -141,9 +144,11 @@ class RetryWorker:
         )
         if state.attempt_started_at is not None:  # an attempt died between its Stripe call and its answer
             state = state.model_copy(update={"in_doubt": True, "attempt_started_at": None})
-        if answer and answer["status_code"] == 422:
-            # Stripe refused this key for good, so it holds nothing under it, but it would replay the
-            # refusal for 24 h: a redrive after a fix needs a fresh key (its own doubt starts afresh).
+        refused = bool(answer and answer["status_code"] == 422)
+        if refused or (state.key_seen_with_other_parameters and message.review_confirmed):
+            # Stripe refused this key for good (so it holds nothing under it, but would replay the refusal
+            # for 24 h), or saw it with other parameters and an operator confirmed the record is not in
+            # Stripe: only a fresh key can deliver it. Its own doubt starts afresh.
             state = DeliveryState(
                 stripe_idempotency_key=f"{message.stripe_idempotency_key}-r{state.attempts}",
                 key_first_used_at=int(time.time()),
@@ -162,6 +167,11 @@ class RetryWorker:
         except StripeDeliveryError as exc:
             # A refusal proves nothing was written under the key; any other failure may hide a write.
             done = attempt.model_copy(update={"attempt_started_at": None, "in_doubt": not exc.permanent})
+            if exc.needs_review:
+                self._to_operator(
+                    message, request, done.model_copy(update={"key_seen_with_other_parameters": True}), exc.reason
+                )
+                return
             if exc.permanent:
                 self._queues.send_dead_letter(_with(message, done, exc.reason))
                 self._ledger.store(request, {**answers.rejected(key, usage, exc.reason), "delivery": done.model_dump()})
@@ -213,8 +223,12 @@ class RetryWorker:
         except QueueUnavailable as exc:
             raise RetryLater(self.backoff_seconds(1), f"dead-letter queue unavailable: {exc}") from exc
         if reason.type != "dedup_mismatch":  # never overwrite another payload's answer
-            queued = answers.queued(message.idempotency_key, message.stripe, reason)
-            self._ledger.store(request, {**queued, "delivery": state.model_dump()})
+            answer = (
+                answers.held_for_review(message.idempotency_key, message.stripe, reason)
+                if state.in_doubt and reason.type in REVIEW_REASONS
+                else answers.queued(message.idempotency_key, message.stripe, reason)
+            )
+            self._ledger.store(request, {**answer, "delivery": state.model_dump()})
         observability.count("DeadLettered")
         logger.warning(
             "dead-lettered", extra={"idempotency_key": message.idempotency_key, "reason": reason.model_dump()}

@@ -14,7 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .models import FailureReason, StripeUsage
+from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, FailureReason, StripeUsage
 from .secrets import SecretSource, SecretUnavailable
 
 if TYPE_CHECKING:
@@ -25,12 +25,19 @@ _LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
 
 
 class StripeDeliveryError(Exception):
-    """Stripe did not accept the record. ``permanent`` means retrying the same request cannot help."""
+    """Stripe did not accept the record.
 
-    def __init__(self, reason: FailureReason, *, permanent: bool) -> None:
+    ``permanent``: Stripe refused it for good; nothing is stored under the key. ``needs_review``:
+    Stripe has seen the key with other parameters, so it may hold the record: neither a refusal
+    nor worth retrying, only an operator who checked Stripe can release it (under a fresh key).
+    Otherwise the failure is transient and Stripe may or may not have written the record.
+    """
+
+    def __init__(self, reason: FailureReason, *, permanent: bool, needs_review: bool = False) -> None:
         super().__init__(reason.message)
         self.reason = reason
         self.permanent = permanent
+        self.needs_review = needs_review
 
 
 def stripe_idempotency_key(client_id: str, idempotency_key: str) -> str:
@@ -55,7 +62,20 @@ def classify(error: Exception) -> StripeDeliveryError:
     code = getattr(stripe_error, "code", None) or getattr(error, "code", None)
     message = getattr(stripe_error, "message", None) or getattr(error, "user_message", None) or str(error)
     request_id = getattr(error, "request_id", None)
+    error_type = getattr(stripe_error, "type", None)
 
+    if status != 409 and (isinstance(error, stripe.IdempotencyError) or error_type == "idempotency_error"):
+        reason = FailureReason(
+            type=KEY_SEEN_WITH_OTHER_PARAMETERS,
+            code=code,
+            message=(
+                "Stripe has already seen this record's Idempotency-Key with other parameters, so it may "
+                f"already hold the record; held for an operator to check Stripe. Stripe said: {message}"
+            ),
+            http_status=status,
+            stripe_request_id=request_id,
+        )
+        return StripeDeliveryError(reason, permanent=False, needs_review=True)
     if isinstance(error, stripe.APIConnectionError) or status is None:
         kind, permanent = "stripe_unreachable", False
     elif isinstance(error, stripe.RateLimitError) or status == 429:
@@ -63,7 +83,7 @@ def classify(error: Exception) -> StripeDeliveryError:
     elif status >= 500:
         kind, permanent = "stripe_unavailable", False
     elif status == 409:
-        kind, permanent = "stripe_conflict", False  # a concurrent request with the same key
+        kind, permanent = "stripe_conflict", False  # idempotency_key_in_use: a concurrent request, same key
     elif status in (401, 403):
         # Our API key is wrong or lacks permission: the record is fine, keep it for a retry after the fix.
         kind, permanent = "stripe_auth_failed", False

@@ -57,11 +57,12 @@ def stripe_gateway() -> StripeGateway:
 
 @functools.cache
 def reporter() -> UsageReporter:
-    from .dedup import persistence_layer
+    from .dedup import DeliveryPlans, persistence_layer
     from .reporting import UsageReporter
 
     settings = get_settings()
-    return UsageReporter(settings, stripe_gateway(), queues(), persistence_layer(settings))
+    plans = DeliveryPlans(settings, aws.client("dynamodb"))
+    return UsageReporter(settings, stripe_gateway(), queues(), persistence_layer(settings), plans)
 
 
 @functools.cache
