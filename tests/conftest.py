@@ -41,6 +41,9 @@ from usage_reporter.observability import logger
 SUBSCRIPTION_ITEM = "si_TESTitem001"
 OTHER_CLIENT = ("other-client", "other-secret")
 ROTATING_CLIENT = ("rotating-client", ["new-secret", "old-secret"])
+# A client that may report only to these subscription items (an exact id and a prefix).
+RESTRICTED_CLIENT = ("restricted-client", "restricted-secret")
+RESTRICTED_ITEMS = [SUBSCRIPTION_ITEM, "si_team*"]
 
 
 @dataclass
@@ -208,10 +211,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def deployment(aws: None, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
-    clients: dict[str, str | list[str]] = {
+    clients: dict[str, Any] = {
         DEMO_CLIENT_ID: DEMO_CLIENT_SECRET,
         OTHER_CLIENT[0]: OTHER_CLIENT[1],
         ROTATING_CLIENT[0]: ROTATING_CLIENT[1],
+        RESTRICTED_CLIENT[0]: {"secrets": [RESTRICTED_CLIENT[1]], "subscription_items": RESTRICTED_ITEMS},
     }
     stack, env = local_environment(stripe_api_key=FAKE_STRIPE_KEY, stripe_api_base=fake_stripe.url, clients=clients)
     # Short Stripe timeouts keep the timeout tests quick; the budget logic scales with them. No backoff

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import ROTATING_CLIENT, Deployment, record
+from tests.conftest import RESTRICTED_CLIENT, ROTATING_CLIENT, Deployment, record
 from usage_reporter.auth import AuthenticationError, compute_signature, sign, verify_signature
 
 BODY = json.dumps(record("r1")).encode()
@@ -101,3 +101,74 @@ def test_verify_signature_checks_the_timestamp_against_the_clock() -> None:
     verify_signature(["s"], header, b"{}", tolerance_seconds=300, now=1_299)
     with pytest.raises(AuthenticationError):
         verify_signature(["s"], header, b"{}", tolerance_seconds=300, now=1_301)
+
+
+@pytest.mark.parametrize("client", ["demo-client", "nobody"])
+@pytest.mark.parametrize(
+    "t", ["²", "1" * 5000, "9" * 400, "-5", "0x10", "1e9", "١٢٣٤٥٦٧٨٩٠", " 123", ""], ids=lambda t: t[:8] or "empty"
+)
+def test_hostile_signature_timestamps_are_401_for_known_and_unknown_clients(
+    deployment: Deployment, client: str, t: str
+) -> None:
+    signature = f"t={t},v1={compute_signature('demo-secret-change-me', 0, BODY)}"
+    response = deployment.post("/v1/usage", BODY, headers={"x-usage-client": client}, signature=signature)
+
+    assert response.status == 401
+    assert response.body["error"]["type"] == "unauthorized"
+    assert_no_side_effect(deployment)
+
+
+def test_an_oversized_signature_header_is_401(deployment: Deployment) -> None:
+    signature = sign("demo-secret-change-me", BODY) + ",v1=" + "a" * 70_000
+    response = deployment.post("/v1/usage", BODY, signature=signature)
+
+    assert (response.status, response.body["error"]["type"]) == (401, "unauthorized")
+    assert_no_side_effect(deployment)
+
+
+@pytest.mark.parametrize("seconds", [-310, 310])
+def test_known_and_unknown_clients_get_the_same_401(deployment: Deployment, seconds: int) -> None:
+    def answer(client: str, signature: str) -> tuple[int, object]:
+        response = deployment.post("/v1/usage", BODY, headers={"x-usage-client": client}, signature=signature)
+        return response.status, response.body
+
+    assert answer("demo-client", stale(seconds)) == answer("nobody", stale(seconds))
+    assert answer("demo-client", sign("wrong", BODY)) == answer("nobody", sign("wrong", BODY))
+    assert answer("demo-client", "t=²,v1=00") == answer("nobody", "t=²,v1=00")
+
+
+def test_the_unauthenticated_client_header_is_logged_bounded(deployment: Deployment, logs: Callable[[], str]) -> None:
+    huge = "x" * 60_000 + "\x1b[31m"
+    response = deployment.post("/v1/usage", BODY, headers={"x-usage-client": huge}, signature=sign("s", BODY))
+
+    assert response.status == 401
+    [line] = [json.loads(line) for line in logs().splitlines() if '"unauthorized"' in line]
+    assert len(line["client_id"]) < 200
+    assert line["client_id"].startswith("x" * 100)
+    assert "\x1b" not in json.dumps(line)
+
+
+def test_a_restricted_client_reports_only_to_its_subscription_items(deployment: Deployment) -> None:
+    client = RESTRICTED_CLIENT
+    assert deployment.post("/v1/usage", record("ok-1"), client=client).status == 200  # the exact id
+    deployment.stripe.add_subscription_items("si_team42")
+    assert deployment.post("/v1/usage", record("ok-2", subscription_item="si_team42"), client=client).status == 200
+    before = (len(deployment.stripe.requests), len(deployment.dedup_items()))
+
+    refused = deployment.post("/v1/usage", record("no-1", subscription_item="si_otherTeam"), client=client)
+    batch = deployment.post(
+        "/v1/usage/batch",
+        {"records": [record("no-2"), record("no-3", subscription_item="si_other"), record("no-4")]},
+        client=client,
+    )
+
+    assert (refused.status, refused.body["error"]["type"]) == (403, "forbidden")
+    assert "si_otherTeam" in refused.body["error"]["message"]
+    assert refused.body["error"]["fields"][0]["field"] == "subscription_item"
+    assert (batch.status, batch.body["error"]["type"]) == (403, "forbidden")
+    assert [(f["field"], f["index"]) for f in batch.body["error"]["fields"]] == [("records[1].subscription_item", 1)]
+    assert (len(deployment.stripe.requests), len(deployment.dedup_items())) == before  # nothing stored or sent
+    assert deployment.retry_messages() == [] and deployment.dead_letters() == []
+    # Unrestricted clients are not affected.
+    deployment.stripe.add_subscription_items("si_otherTeam")
+    assert deployment.post("/v1/usage", record("free", subscription_item="si_otherTeam")).status == 200

@@ -63,11 +63,18 @@ def test_one_invalid_record_rejects_the_whole_batch_naming_its_index(deployment:
     assert deployment.dedup_items() == []
 
 
-def test_two_records_sharing_a_key_reject_the_batch(deployment: Deployment) -> None:
-    response = deployment.post("/v1/usage/batch", {"records": [record("a"), record("b"), record("a", quantity=1)]})
+def test_records_sharing_a_key_reject_the_batch_naming_each_duplicate(deployment: Deployment) -> None:
+    records = [record("a"), record("b"), record("a", quantity=1), record("b"), record("a")]
+    response = deployment.post("/v1/usage/batch", {"records": records})
 
     assert response.status == 422
-    assert "records[0] and records[2] share idempotency_key 'a'" in response.body["error"]["message"]
+    fields = response.body["error"]["fields"]
+    assert [(f["field"], f["index"], f["type"]) for f in fields] == [
+        ("records[2].idempotency_key", 2, "duplicate_idempotency_key"),
+        ("records[3].idempotency_key", 3, "duplicate_idempotency_key"),
+        ("records[4].idempotency_key", 4, "duplicate_idempotency_key"),
+    ]
+    assert "also used by records[0]" in fields[2]["message"]
     assert deployment.stripe.requests == []
     assert deployment.dedup_items() == []
 

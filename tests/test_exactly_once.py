@@ -246,7 +246,10 @@ def test_a_retry_a_day_after_an_unknown_outcome_is_held_for_review(deployment: D
     sqs.delete_queue(QueueUrl=deployment.retry_queue_url)
     first_seen = int(time.time()) - 25 * 3600  # the first processing, a day ago (its answer was a 503)
     [outcome] = wiring.reporter().report_many(
-        DEMO_CLIENT_ID, [UsageRecord(**record("r1"))], received_at=first_seen, context=LambdaContext()
+        DEMO_CLIENT_ID,
+        [UsageRecord(**record("r1"))],
+        received_at=first_seen,
+        context=LambdaContext(),  # type: ignore[arg-type]
     )
     assert outcome.status_code == 503
     sqs.create_queue(QueueName=deployment.stack.attributes[("RetryQueue", "QueueName")])

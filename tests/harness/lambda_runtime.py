@@ -131,7 +131,7 @@ def local_environment(
     *,
     stripe_api_key: str,
     stripe_api_base: str | None,
-    clients: Mapping[str, str | list[str]] | None = None,
+    clients: Mapping[str, object] | None = None,
     parameters: dict[str, str] | None = None,
     function: str = "ingest",
 ) -> tuple[Stack, dict[str, str]]:

@@ -10,8 +10,10 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from .secrets import SecretUnavailable
 
@@ -35,14 +37,27 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
     return f"t={at},{SIGNATURE_SCHEME}={compute_signature(secret, at, body)}"
 
 
+# A valid header is ``t=<10 digits>`` plus a few 64-hex signatures: anything far longer is refused
+# before it is parsed, and ``t`` must be ASCII digits of a plausible length (``int()`` is never fed
+# 5,000 digits, nor ``"²"``, which ``str.isdigit`` accepts).
+MAX_SIGNATURE_HEADER_CHARS = 1024
+MAX_SIGNATURES = 8
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+MAX_CLIENT_ID_CHARS = 128
+# HMAC work done for an unknown client, so that it takes as long as a known client's check.
+_DUMMY_SECRET = "no-such-client-" + "0" * 32
+
+
 def _parse_signature_header(header: str) -> tuple[int, list[str]]:
+    if len(header) > MAX_SIGNATURE_HEADER_CHARS:
+        raise AuthenticationError(f"X-Usage-Signature is longer than {MAX_SIGNATURE_HEADER_CHARS} characters")
     timestamp: int | None = None
     signatures: list[str] = []
     for item in header.split(","):
         name, sep, value = item.strip().partition("=")
         if not sep:
             continue
-        if name == "t" and value.isdigit():
+        if name == "t" and _TIMESTAMP.fullmatch(value):
             timestamp = int(value)
         elif name == SIGNATURE_SCHEME:
             signatures.append(value)
@@ -50,6 +65,8 @@ def _parse_signature_header(header: str) -> tuple[int, list[str]]:
         raise AuthenticationError("X-Usage-Signature has no valid t=<unix seconds> element")
     if not signatures:
         raise AuthenticationError(f"X-Usage-Signature has no {SIGNATURE_SCHEME}= signature")
+    if len(signatures) > MAX_SIGNATURES:
+        raise AuthenticationError(f"X-Usage-Signature has more than {MAX_SIGNATURES} signatures")
     return timestamp, signatures
 
 
@@ -73,43 +90,90 @@ def verify_signature(
         raise AuthenticationError("unknown client or signature mismatch")
 
 
+@dataclass(frozen=True)
+class Client:
+    """An authenticated caller and what it may report to (``None``: any subscription item)."""
+
+    client_id: str
+    subscription_items: frozenset[str] | None = None
+    subscription_item_prefixes: tuple[str, ...] = ()
+
+    def may_report_to(self, subscription_item: str) -> bool:
+        if self.subscription_items is None:
+            return True
+        return subscription_item in self.subscription_items or any(
+            subscription_item.startswith(prefix) for prefix in self.subscription_item_prefixes
+        )
+
+
+@dataclass(frozen=True)
+class ClientEntry:
+    secrets: tuple[str, ...]
+    client: Client
+
+
+def _entry(client_id: str, value: object) -> ClientEntry:
+    """``"secret"``, ``["new", "old"]`` or ``{"secrets": [...], "subscription_items": ["si_1", "si_team_*"]}``."""
+    allowed: object = None
+    if isinstance(value, dict):
+        unknown = set(value) - {"secrets", "subscription_items"}
+        if unknown:
+            raise SecretUnavailable(f"client {client_id!r}: unknown setting(s) {sorted(unknown)}")
+        allowed = value.get("subscription_items")
+        value = value.get("secrets")
+    secrets = [value] if isinstance(value, str) else value
+    if not isinstance(secrets, list) or not secrets or not all(isinstance(s, str) and s for s in secrets):
+        raise SecretUnavailable(f"client {client_id!r}: secret must be a string or a list of strings")
+    if allowed is None:
+        return ClientEntry(tuple(secrets), Client(client_id))
+    if not isinstance(allowed, list) or not all(isinstance(item, str) and item.strip("*") for item in allowed):
+        raise SecretUnavailable(f"client {client_id!r}: subscription_items must be a list of ids or prefixes*")
+    exact = frozenset(item for item in allowed if not item.endswith("*"))
+    prefixes = tuple(item[:-1] for item in allowed if item.endswith("*"))
+    return ClientEntry(tuple(secrets), Client(client_id, exact, prefixes))  # [] allows nothing
+
+
 @functools.lru_cache(maxsize=4)  # the secret's text changes only on rotation
-def parse_client_secrets(raw: str) -> dict[str, list[str]]:
-    """``{"client": "secret"}`` or ``{"client": ["new", "old"]}`` into ``{"client": [secrets]}``."""
+def parse_client_secrets(raw: str) -> dict[str, ClientEntry]:
+    """The client-secrets JSON: ``{"client id": entry}``, each entry as ``_entry`` describes."""
     try:
         data = json.loads(raw)
-    except ValueError as exc:
-        raise SecretUnavailable(f"client secrets are not JSON: {exc.__class__.__name__}") from None
+    except ValueError:
+        raise SecretUnavailable("client secrets are not JSON") from None
     if not isinstance(data, dict):
         raise SecretUnavailable("client secrets must be a JSON object of client id -> secret(s)")
-    parsed: dict[str, list[str]] = {}
-    for client_id, value in data.items():
-        secrets = [value] if isinstance(value, str) else value
-        if not isinstance(secrets, list) or not secrets or not all(isinstance(s, str) and s for s in secrets):
-            raise SecretUnavailable(f"client {client_id!r}: secret must be a string or a list of strings")
-        parsed[str(client_id)] = list(secrets)
-    return parsed
+    return {str(client_id): _entry(str(client_id), value) for client_id, value in data.items()}
 
 
 class Authenticator:
-    """Checks the two auth headers against the secrets that ``load_secrets`` returns (it caches)."""
+    """Checks the two auth headers against the clients that ``load_clients`` returns (it caches).
 
-    def __init__(self, load_secrets: Callable[[], dict[str, list[str]]], tolerance_seconds: int) -> None:
-        self._load_secrets = load_secrets
+    Unknown and known clients get the same answers and the same work (the timestamp check, then an
+    HMAC), so neither the body nor the timing tells a stranger which client ids exist.
+    """
+
+    def __init__(self, load_clients: Callable[[], dict[str, ClientEntry]], tolerance_seconds: int) -> None:
+        self._load_clients = load_clients
         self._tolerance_seconds = tolerance_seconds
 
-    def authenticate(self, headers: Mapping[str, str], body: bytes) -> str:
-        """The authenticated client id, or ``AuthenticationError``. Header names are lower case."""
+    def authenticate(self, headers: Mapping[str, str], body: bytes) -> Client:
+        """The authenticated client, or ``AuthenticationError``. Header names are lower case."""
         client_id = headers.get(CLIENT_HEADER, "").strip()
         header = headers.get(SIGNATURE_HEADER, "")
         if not client_id:
             raise AuthenticationError("missing X-Usage-Client header")
         if not header:
             raise AuthenticationError("missing X-Usage-Signature header")
-        secrets = self._load_secrets().get(client_id, [])
-        if not secrets:
-            # Same answer as a wrong signature: do not tell strangers which client ids exist.
-            _parse_signature_header(header)
-            raise AuthenticationError("unknown client or signature mismatch")
+        entry = self._load_clients().get(client_id) if len(client_id) <= MAX_CLIENT_ID_CHARS else None
+        secrets = entry.secrets if entry else (_DUMMY_SECRET,)
         verify_signature(secrets, header, body, tolerance_seconds=self._tolerance_seconds)
-        return client_id
+        if entry is None:  # the dummy secret matched: impossible in practice, refused all the same
+            raise AuthenticationError("unknown client or signature mismatch")
+        return entry.client
+
+
+def loggable_client_id(headers: Mapping[str, str]) -> str:
+    """The unauthenticated X-Usage-Client, bounded and printable, for a log line."""
+    raw = headers.get(CLIENT_HEADER, "")
+    shown = "".join(ch if ch.isprintable() else "?" for ch in raw[:MAX_CLIENT_ID_CHARS])
+    return shown + (f"...(+{len(raw) - MAX_CLIENT_ID_CHARS} chars)" if len(raw) > MAX_CLIENT_ID_CHARS else "")

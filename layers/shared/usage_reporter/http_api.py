@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from . import observability, wiring
 from .answers import Outcome, error_body
-from .auth import AuthenticationError
+from .auth import AuthenticationError, Client, loggable_client_id
 from .models import UsageBatch, UsageRecord
 from .observability import logger
 from .secrets import SecretUnavailable
@@ -50,14 +50,62 @@ def _raw_body(event: dict[str, Any]) -> bytes:
     return body.encode("utf-8")
 
 
+def _refusal(status_code: int, error_type: str, message: str, **extra: Any) -> dict[str, Any]:
+    observability.count("Invalid")
+    return _response(status_code, error_body(error_type, message, **extra))
+
+
+def _media_type_problem(content_type: str | None) -> str | None:
+    """Why the Content-Type is not JSON in UTF-8, or None. No Content-Type at all is taken as JSON."""
+    if content_type is None:
+        return None
+    media_type, *parameters = (part.strip() for part in content_type.split(";"))
+    if media_type.lower() != JSON:  # media types are case-insensitive
+        return f"Content-Type must be {JSON}"
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return f"the body must be UTF-8 (Content-Type: {JSON}; charset=utf-8)"
+    return None
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _parse_body(body: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    """The body as text, or the refusal: an empty, non-UTF-8, unparsable, too deep or array body."""
+    if not body.strip():
+        return None, _refusal(400, "invalid_json", "the body is empty; expected a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, _refusal(400, "invalid_json", f"the body is not UTF-8 (byte {exc.start})")
+    try:
+        parsed = json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        return None, _refusal(400, "invalid_json", "the body is nested too deeply")
+    except ValueError as exc:  # includes integers over Python's 4,300-digit conversion limit
+        return None, _refusal(400, "invalid_json", f"the body is not valid JSON: {exc}")
+    if not isinstance(parsed, dict):
+        # Powertools would validate only the first element of an array: the others would be lost.
+        kind = "an array" if isinstance(parsed, list) else f"a JSON {type(parsed).__name__}"
+        fields = [{"field": "body", "message": f"expected a JSON object, got {kind}", "type": "model_type"}]
+        return None, _refusal(422, "validation_error", "body: expected a JSON object", fields=fields)
+    return text, None
+
+
 def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
     try:
         body = _raw_body(event)
-        client_id = wiring.authenticator().authenticate(headers, body)
-    except (AuthenticationError, binascii.Error) as exc:
+    except (binascii.Error, ValueError):  # not base64, or text that is not Unicode
+        return _refusal(400, "invalid_json", "the body cannot be decoded")
+    try:
+        client = wiring.authenticator().authenticate(headers, body)
+    except AuthenticationError as exc:
         observability.count("Unauthorized")
-        logger.warning("unauthorized", extra={"reason": str(exc), "client_id": headers.get("x-usage-client")})
+        logger.warning("unauthorized", extra={"reason": str(exc), "client_id": loggable_client_id(headers)})
         return _response(401, error_body("unauthorized", str(exc)), {"WWW-Authenticate": "X-Usage-Signature"})
     except (SecretUnavailable, ValidationError):
         # ValidationError here is the service's own configuration (Settings), not the caller's body.
@@ -65,30 +113,65 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
         observability.count("ServiceUnavailable")
         message = "the service cannot authenticate requests right now"
         return _response(503, error_body("service_unavailable", message), {"Retry-After": "30"})
-    logger.append_keys(client_id=client_id)
+    logger.append_keys(client_id=client.client_id)
 
     if len(body) > MAX_BODY_BYTES:
-        observability.count("Invalid")
-        return _response(413, error_body("payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes"))
-    content_type = headers.get("content-type", JSON).split(";")[0].strip().lower()
-    if content_type != JSON:
-        observability.count("Invalid")
-        return _response(415, error_body("unsupported_media_type", f"Content-Type must be {JSON}"))
-    if not body.strip():
-        observability.count("Invalid")
-        return _response(400, error_body("invalid_json", "the body is empty; expected a JSON object"))
-    if body.lstrip().startswith(b"["):
-        # Powertools would validate only the first element of an array: the others would be lost.
-        observability.count("Invalid")
-        try:
-            json.loads(body)
-        except ValueError:
-            return _response(400, error_body("invalid_json", "the body is not valid JSON"))
-        fields = [{"field": "body", "message": "expected a JSON object, got an array", "type": "model_type"}]
-        return _response(422, error_body("validation_error", "body: expected a JSON object", fields=fields))
+        return _refusal(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    problem = _media_type_problem(headers.get("content-type"))
+    if problem:
+        return _refusal(415, "unsupported_media_type", problem)
+    text, refusal = _parse_body(body)
+    if refusal is not None:
+        return refusal
 
-    app.append_context(client_id=client_id, received_at=int(time.time()))
-    return app.resolve(event, context)
+    app.append_context(client=client, received_at=int(time.time()))
+    # The resolver parses exactly the text checked above (never base64 or another encoding again), and
+    # is told the media type in the one spelling it knows (it compares case-sensitively).
+    checked = {**event, "headers": {**headers, "content-type": JSON}, "body": text, "isBase64Encoded": False}
+    return app.resolve(checked, context)
+
+
+def _duplicate_keys(records: list[UsageRecord]) -> Response[dict[str, Any]] | None:
+    """422 naming every record whose key an earlier record of the batch already uses, or None."""
+    first_seen: dict[str, int] = {}
+    fields = []
+    for index, record in enumerate(records):
+        key = record.idempotency_key
+        if key in first_seen:
+            fields.append(
+                {
+                    "field": f"records[{index}].idempotency_key",
+                    "message": f"idempotency_key {key!r} is also used by records[{first_seen[key]}]",
+                    "type": "duplicate_idempotency_key",
+                    "index": index,
+                }
+            )
+        first_seen.setdefault(key, index)
+    if not fields:
+        return None
+    observability.count("Invalid")
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return Response(422, JSON, error_body("validation_error", message, fields=fields))
+
+
+def _forbidden(client: Client, records: list[UsageRecord], batch: bool) -> Response[dict[str, Any]] | None:
+    """403 naming every record the client may not report to (nothing is stored), or None."""
+    fields = []
+    for index, record in enumerate(records):
+        if not client.may_report_to(record.subscription_item):
+            item: dict[str, Any] = {
+                "field": f"records[{index}].subscription_item" if batch else "subscription_item",
+                "message": f"client {client.client_id!r} may not report usage to {record.subscription_item!r}",
+                "type": "subscription_item_not_allowed",
+            }
+            if batch:
+                item["index"] = index
+            fields.append(item)
+    if not fields:
+        return None
+    observability.count("Forbidden")
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return Response(403, JSON, error_body("forbidden", message, fields=fields))
 
 
 def _outcome_response(outcome: Outcome) -> Response[dict[str, Any]]:
@@ -100,20 +183,24 @@ def _outcome_response(outcome: Outcome) -> Response[dict[str, Any]]:
 
 def _report(records: list[UsageRecord]) -> list[Outcome]:
     return wiring.reporter().report_many(
-        app.context["client_id"], records, received_at=app.context["received_at"], context=app.lambda_context
+        app.context["client"].client_id, records, received_at=app.context["received_at"], context=app.lambda_context
     )
 
 
 @app.post("/v1/usage", summary="Report one usage record")
 def post_usage(record: Annotated[UsageRecord, Body(description="One usage record")]) -> Response[dict[str, Any]]:
     logger.append_keys(idempotency_key=record.idempotency_key)
-    return _outcome_response(_report([record])[0])
+    forbidden = _forbidden(app.context["client"], [record], batch=False)
+    return forbidden or _outcome_response(_report([record])[0])
 
 
 @app.post("/v1/usage/batch", summary="Report 1 to 100 usage records")
 def post_usage_batch(
     batch: Annotated[UsageBatch, Body(description="A batch of usage records")],
 ) -> Response[dict[str, Any]]:
+    refusal = _duplicate_keys(batch.records) or _forbidden(app.context["client"], batch.records, batch=True)
+    if refusal:
+        return refusal
     outcomes = _report(batch.records)
     results = []
     for outcome in outcomes:

@@ -71,19 +71,6 @@ class UsageBatch(BaseModel):
 
     records: list[UsageRecord] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
 
-    @field_validator("records")
-    @classmethod
-    def _keys_unique(cls, records: list[UsageRecord]) -> list[UsageRecord]:
-        first_seen: dict[str, int] = {}
-        for index, record in enumerate(records):
-            if record.idempotency_key in first_seen:
-                raise ValueError(
-                    f"records[{first_seen[record.idempotency_key]}] and records[{index}] share "
-                    f"idempotency_key {record.idempotency_key!r}"
-                )
-            first_seen[record.idempotency_key] = index
-        return records
-
 
 class StripeUsage(BaseModel):
     """Exactly the parameters sent to Stripe; every attempt of a record sends these same values."""
