@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from tests.harness.lambda_runtime import (
     local_environment,
     poll_queue_once,
 )
-from tests.harness.local_api import free_port
+from tests.harness.local_api import free_port, serialize_moto_dynamodb_writes
 from tests.harness.stack import Stack
 from usage_reporter import wiring
 from usage_reporter.auth import sign
@@ -245,21 +244,11 @@ def logs() -> Iterator[Callable[[], str]]:
     handler.setStream(previous)  # type: ignore[attr-defined]
 
 
-def _serialized(method: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return method(*args, **kwargs)
-
-    return call
-
-
 @pytest.fixture
 def moto_server(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    # Real DynamoDB applies a conditional write atomically; moto's server threads do not. Serialize
-    # moto's writes so the test sees DynamoDB's semantics (the product relies on them, not on luck).
-    lock = threading.Lock()
-    for name in ("put_item", "update_item", "delete_item"):
-        monkeypatch.setattr(DynamoDBBackend, name, _serialized(getattr(DynamoDBBackend, name), lock))
+    for name in ("put_item", "update_item", "delete_item"):  # restored after the test
+        monkeypatch.setattr(DynamoDBBackend, name, getattr(DynamoDBBackend, name))
+    serialize_moto_dynamodb_writes()  # moto's conditional writes, made atomic as DynamoDB's are
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()

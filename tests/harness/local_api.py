@@ -21,6 +21,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .aws_faults import AwsFaults
 from .client import curl_command
 from .fake_stripe import FakeStripe
 from .lambda_runtime import (
@@ -47,16 +48,41 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_backends(retry_delay_seconds: int | None = None) -> dict[str, Any]:
-    """moto (over HTTP, so other tools can look in) and Stripe; sets this process's environment."""
+def serialize_moto_dynamodb_writes() -> None:
+    """Real DynamoDB applies a conditional write atomically; moto's server threads do not. Serialize
+    moto's writes so that local runs see DynamoDB's semantics (the product relies on them)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.Lock()
+    for name in ("put_item", "update_item", "delete_item"):
+        method = getattr(DynamoDBBackend, name)
+        if getattr(method, "_serialized", False):
+            continue
+
+        def call(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            with lock:
+                return _method(*args, **kwargs)
+
+        call._serialized = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, call)
+
+
+def start_backends(retry_delay_seconds: int | None = None, *, aws_faults: bool = False) -> dict[str, Any]:
+    """moto (over HTTP, so other tools can look in) and Stripe; sets this process's environment.
+
+    ``aws_faults``: put an ``AwsFaults`` proxy between the service and moto (``backends["aws_faults"]``).
+    """
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+    serialize_moto_dynamodb_writes()
     moto_port = free_port()
     ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port).start()
+    moto_url = f"http://127.0.0.1:{moto_port}"
+    faults = AwsFaults() if aws_faults else None
     os.environ.update(
         {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+            "AWS_ENDPOINT_URL": faults.start(moto_url) if faults else moto_url,
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
@@ -74,13 +100,22 @@ def start_backends(retry_delay_seconds: int | None = None) -> dict[str, Any]:
     if retry_delay_seconds is not None:
         env["RETRY_BASE_DELAY_SECONDS"] = str(retry_delay_seconds)
     os.environ.update(env)
-    return {"stack": stack, "env": env, "fake_stripe": fake, "moto_url": os.environ["AWS_ENDPOINT_URL"]}
+    return {"stack": stack, "env": env, "fake_stripe": fake, "moto_url": moto_url, "aws_faults": faults}
 
 
-def serve(host: str, port: int, backends: dict[str, Any]) -> ThreadingHTTPServer:
+def serve(
+    host: str,
+    port: int,
+    backends: dict[str, Any],
+    *,
+    timeout_seconds: float | None = None,
+    worker_poll_seconds: float = 2.0,
+    quiet: bool = False,
+) -> ThreadingHTTPServer:
+    """The API on ``host:port`` and the retry worker; ``timeout_seconds``: the ingest's Lambda timeout."""
     stack = backends["stack"]
     known_routes = routes(stack)
-    timeout = stack.function_timeout(INGEST_FUNCTION)
+    timeout = timeout_seconds or stack.function_timeout(INGEST_FUNCTION)
     handler = load_handler("ingest")
     # One Lambda instance: the handler's resolver keeps per-request state, like Lambda's one-at-a-time.
     instance = threading.Lock()
@@ -113,21 +148,25 @@ def serve(host: str, port: int, backends: dict[str, Any]) -> ThreadingHTTPServer
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            sys.stderr.write(f"[api] {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}\n")
+            if not quiet:
+                sys.stderr.write(f"[api] {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}\n")
 
     server = ThreadingHTTPServer((host, port), Gateway)
     server.daemon_threads = True
-    threading.Thread(target=_retry_worker_loop, args=(stack, backends["env"], instance), daemon=True).start()
+    worker = threading.Thread(
+        target=_retry_worker_loop, args=(stack, backends["env"], instance, worker_poll_seconds), daemon=True
+    )
+    worker.start()
     return server
 
 
-def _retry_worker_loop(stack: Any, env: dict[str, str], instance: threading.Lock) -> None:
+def _retry_worker_loop(stack: Any, env: dict[str, str], instance: threading.Lock, poll_seconds: float) -> None:
     """Lambda's SQS event source for the retry worker: poll, invoke, delete what succeeded."""
     logical_id = function_logical_id(stack, "retry")
     batch_size = int(stack.parameters["RetryBatchSize"])
     timeout = stack.function_timeout(logical_id)
     while True:
-        time.sleep(2)
+        time.sleep(poll_seconds)
         with instance:  # one function at a time in this process (they share module state)
             try:
                 poll_queue_once(env["RETRY_QUEUE_URL"], "retry", batch_size, timeout)

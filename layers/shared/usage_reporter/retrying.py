@@ -71,10 +71,13 @@ class RetryWorker:
                 self._queues.delay_redelivery(record.receipt_handle, later.seconds)
             raise
         except Exception:
-            # Not Stripe's doing (DynamoDB, SQS, a bug): the message comes back after the queue's
-            # visibility timeout, and SQS's redrive policy is the last resort. Alarmed on.
+            # Not Stripe's doing (DynamoDB, SQS, a bug): the message comes back after the usual backoff
+            # (or the queue's visibility timeout if SQS is down too), and SQS's redrive policy is the last
+            # resort. Alarmed on.
             logger.exception("retry worker failed on a message", extra={"message_id": record.message_id})
             observability.count("RetryFailed")
+            with suppress(QueueUnavailable):
+                self._queues.delay_redelivery(record.receipt_handle, self.backoff_seconds(receive_count))
             raise
 
     def backoff_seconds(self, receive_count: int) -> int:
