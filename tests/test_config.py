@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -9,9 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from tests.conftest import Deployment, record
+from tests.harness.fake_stripe import is_stripe_version
 from tests.harness.lambda_runtime import FAKE_STRIPE_KEY
 from usage_reporter import wiring
-from usage_reporter.config import Settings
+from usage_reporter.config import FIRST_VERSION_WITHOUT_USAGE_RECORDS, Settings, stripe_version_problem
 from usage_reporter.stripe_gateway import worst_case_seconds
 
 BASE = {"IDEMPOTENCY_TABLE_NAME": "t", "RETRY_QUEUE_URL": "r", "DEAD_LETTER_QUEUE_URL": "d"}
@@ -77,3 +79,60 @@ def test_stripe_budget_fits_the_ingest_timeout_for_every_allowed_stripe_timeout(
     settings = Settings.model_validate({**env, "STRIPE_TIMEOUT_SECONDS": str(largest)})
 
     assert worst_case_seconds(settings) + settings.stripe_budget_reserve_seconds < lambda_timeout
+
+
+@pytest.mark.parametrize(
+    "version", ["2025-02-24.acacia", "2024-09-30.acacia", "2024-12-18.acacia", "2024-06-20", "2023-10-16"]
+)
+def test_stripe_versions_with_usage_records_are_accepted(version: str) -> None:
+    settings = Settings.model_validate({**BASE, **LOCAL_SECRETS, "STRIPE_API_VERSION": version})
+
+    assert settings.stripe_version == version
+
+
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        ("2025-02-24.acaica", "did you mean 2025-02-24.acacia"),
+        ("2025-02-24.basil", "did you mean 2025-02-24.acacia"),
+        ("2025-02-24", "did you mean 2025-02-24.acacia"),
+        ("2024-06-20.acacia", "versions before 2024-09-30 have no release name; use 2024-06-20"),
+        ("2025-03-15.acacia", "no version between 2025-02-24.acacia and 2025-03-31.basil"),
+        ("2025-02-30.acacia", "2025-02-30 is not a date"),
+        ("2025-2-24.acacia", "is not a Stripe API version: expected YYYY-MM-DD"),
+        ("2025-02-24.Acacia", "is not a Stripe API version"),
+        ("2025-02-24.acacia ", "is not a Stripe API version"),
+        ("\uff12025-02-24.acacia", "is not a Stripe API version"),  # a FULLWIDTH DIGIT TWO is not ASCII
+        ("acacia", "is not a Stripe API version"),
+        ("", "is not a Stripe API version"),
+        ("2025-04-30.basil", "has no usage records"),
+        ("2030-01-01", "has no usage records"),
+    ],
+)
+def test_stripe_versions_that_are_not_stripes_or_lack_usage_records_are_refused(version: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=says):
+        Settings.model_validate({**BASE, **LOCAL_SECRETS, "STRIPE_API_VERSION": version})
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "2025-02-24.acacia",
+        "2024-11-20.acacia",
+        "2024-06-20",
+        "2025-02-24.acaica",
+        "2025-02-24",
+        "2024-06-20.acacia",
+        "2025-03-15.acacia",
+        "2025-02-30.acacia",
+        "2025-2-24.acacia",
+        "2025-03-31.basil",
+        "2025-09-30.clover",
+    ],
+)
+def test_the_fake_stripe_applies_the_same_version_rule(version: str) -> None:
+    """What the service accepts is exactly what (the fake) Stripe has, before basil."""
+    has_usage_records = version[:10] < FIRST_VERSION_WITHOUT_USAGE_RECORDS
+    stripe_has_it = is_stripe_version(version, datetime.datetime.now(datetime.UTC).date())
+
+    assert (stripe_version_problem(version) is None) == (stripe_has_it and has_usage_records)

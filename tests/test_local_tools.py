@@ -22,6 +22,7 @@ from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from tests.harness.local_api import free_port
 from tests.harness.stack import ROOT
 from usage_reporter import wiring
+from usage_reporter.auth import sign
 
 
 def _load_events() -> Any:
@@ -156,3 +157,19 @@ def test_local_server_retries_a_queued_record_in_the_background(local_server: tu
     assert (status, json.loads(raw)["status"]) == (200, "reported")
     with urllib.request.urlopen(f"{stripe_url}/_fake/ledger") as ledger:
         assert [r["quantity"] for r in json.load(ledger)["data"]] == [6]
+
+
+def test_an_old_sample_event_is_sent_as_if_sent_now(restored_environment: None) -> None:
+    """Checked-in events age: explicit timestamps keep their age relative to the event, or Stripe would
+    refuse them once they leave the billing period (and this test would start failing one day)."""
+    event = json.loads((ROOT / "events" / "usage-record-set.json").read_text())
+    body = json.loads(event["body"])
+    body["timestamp"] -= 40 * 86400
+    event["requestContext"]["timeEpoch"] -= 40 * 86400 * 1000
+    event["body"] = json.dumps(body)
+    event["headers"]["x-usage-signature"] = sign(DEMO_CLIENT_SECRET, event["body"].encode(), body["timestamp"] + 60)
+
+    response = invoke(event)
+
+    assert response["statusCode"] == 200, response
+    assert json.loads(response["body"])["timestamp"] > time.time() - 3600

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import SUBSCRIPTION_ITEM, Deployment, record
 from tests.harness.fake_stripe import Fault
+from usage_reporter import wiring
 from usage_reporter.dead_letters import Queues, redrive_all_by_copy
 from usage_reporter.stripe_gateway import stripe_idempotency_key
 
@@ -23,7 +24,7 @@ INGEST_FAULTS = {
     "resets": [Fault.connection_reset()] * 3,
     "lost_answer": [Fault.lost_response()],
     "lost_then_down": [Fault.lost_response(), Fault.server_error(500), Fault.server_error(500)],
-    "timeout": [Fault.latency(1.3)] * 3,
+    "timeout": [Fault.latency(0.5)] * 3,  # over the 0.3 s Stripe timeout of this test
 }
 WORKER_FAULTS: list[Callable[[], Fault]] = [
     lambda: Fault.server_error(500),
@@ -36,9 +37,14 @@ WORKER_FAULTS: list[Callable[[], Fault]] = [
 
 
 @pytest.mark.slow
-def test_every_accepted_unit_is_in_stripe_or_dead_lettered_exactly_once(deployment: Deployment) -> None:
+def test_every_accepted_unit_is_in_stripe_or_dead_lettered_exactly_once(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = random.Random(20261122)
     deployment.overrides["RETRY_MAX_RECEIVE_COUNT"] = "4"  # some records exhaust their retries
+    deployment.overrides["STRIPE_TIMEOUT_SECONDS"] = "0.3"  # timeouts, quickly
+    monkeypatch.setenv("STRIPE_TIMEOUT_SECONDS", "0.3")
+    wiring.reset()
     told: dict[str, tuple[int, int]] = {}  # key -> (HTTP status, quantity)
     for i in range(RECORDS):
         key, quantity = f"rec-{i}", rng.randint(1, 1000)

@@ -5,8 +5,9 @@
 
 AWS is an in-process moto built from template.yaml (fresh for each invoke), Stripe is the project's
 fake (or real Stripe in test mode when ``STRIPE_API_KEY`` is set). Events signed with the demo
-client's secret are re-signed first, since a signature is only valid for 5 minutes; ``--as-is``
-sends them untouched. Prints the function's response, as sam does.
+client's secret are re-sent as if sent now: re-signed, since a signature is only valid for 5 minutes,
+and with explicit timestamps moved by the event's age; ``--as-is`` sends them untouched. Prints the
+function's response, as sam does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +35,44 @@ from .lambda_runtime import (
 from .local_api import DEMO_ITEMS
 
 
+def _shifted(record: Any, seconds: int) -> Any:
+    if (
+        isinstance(record, dict)
+        and isinstance(record.get("timestamp"), int)
+        and not isinstance(record["timestamp"], bool)
+    ):
+        return {**record, "timestamp": record["timestamp"] + seconds}
+    return record
+
+
+def _redated_body(body: str, seconds: int) -> str:
+    """The body with its records' explicit timestamps moved by ``seconds`` (their age is kept)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict) and isinstance(data.get("records"), list):
+        moved: Any = {**data, "records": [_shifted(r, seconds) for r in data["records"]]}
+    else:
+        moved = _shifted(data, seconds)
+    return body if moved == data else json.dumps(moved)
+
+
 def refresh_signature(event: dict[str, Any]) -> dict[str, Any]:
-    """Re-sign an event the demo client signed correctly once; leave deliberately bad ones alone."""
+    """Re-send an event the demo client signed correctly once as if it were sent now: explicit record
+    timestamps keep their age relative to the event's own time (Stripe refuses usage outside the
+    current billing period), and the signature is fresh. Deliberately bad events are left alone."""
     headers = event.get("headers") or {}
     header = headers.get("x-usage-signature", "")
     if headers.get("x-usage-client") != DEMO_CLIENT_ID or "t=" not in header:
         return event
-    body = (event.get("body") or "").encode()
+    body = event.get("body") or ""
     parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    if parts.get("v1") != compute_signature(DEMO_CLIENT_SECRET, int(parts["t"]), body):
+    if parts.get("v1") != compute_signature(DEMO_CLIENT_SECRET, int(parts["t"]), body.encode()):
         return event
-    return {**event, "headers": {**headers, "x-usage-signature": sign(DEMO_CLIENT_SECRET, body)}}
+    sent_at = int((event.get("requestContext") or {}).get("timeEpoch", 0)) // 1000 or int(parts["t"])
+    body = _redated_body(body, int(time.time()) - sent_at)
+    return {**event, "body": body, "headers": {**headers, "x-usage-signature": sign(DEMO_CLIENT_SECRET, body.encode())}}
 
 
 def function_for(event: dict[str, Any]) -> str:

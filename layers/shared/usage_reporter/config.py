@@ -6,14 +6,19 @@ variable for local runs. Exactly one of each pair is needed; the ARN wins.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_STRIPE_VERSION = "2025-02-24.acacia"  # last Stripe-Version that still has usage records
 FIRST_VERSION_WITHOUT_USAGE_RECORDS = "2025-03-31"  # basil removed the usage-record API
+# Stripe's first named release and its versions' dates; versions before it are plain dates (2024-06-20).
+ACACIA, ACACIA_FIRST, ACACIA_LAST = "acacia", "2024-09-30", "2025-02-24"
+_STRIPE_VERSION = re.compile(r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})(?:\.(?P<name>[a-z]+))?")
 
 
 class Settings(BaseModel):
@@ -68,8 +73,9 @@ class Settings(BaseModel):
     @field_validator("stripe_version")
     @classmethod
     def _version_has_usage_records(cls, value: str) -> str:
-        if value[:10] >= FIRST_VERSION_WITHOUT_USAGE_RECORDS:
-            raise ValueError(f"Stripe-Version {value} has no usage records; use one before 2025-03-31.basil")
+        problem = stripe_version_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -83,6 +89,46 @@ class Settings(BaseModel):
     @property
     def dedup_window_seconds(self) -> int:
         return self.dedup_window_days * 86400
+
+
+def stripe_version_problem(version: str) -> str | None:
+    """Why ``version`` is not a Stripe API version with usage records, or None when it is one.
+
+    Stripe's versions are ``YYYY-MM-DD`` (a real date) before its first named release, acacia, and
+    ``YYYY-MM-DD.<release>`` from then on; usage records are gone from ``2025-03-31.basil`` on. Stripe
+    only has the dates it released; this checks the rule, not that list (Stripe refuses the others).
+    """
+    match = _STRIPE_VERSION.fullmatch(version)
+    if not match:
+        return (
+            f"STRIPE_API_VERSION {version!r} is not a Stripe API version: expected YYYY-MM-DD.<release name> "
+            f"such as {DEFAULT_STRIPE_VERSION}, or a plain YYYY-MM-DD before {ACACIA_FIRST}"
+        )
+    day, name = match["date"], match["name"]
+    try:
+        datetime.date.fromisoformat(day)
+    except ValueError:
+        return f"STRIPE_API_VERSION {version!r}: {day} is not a date"
+    if day >= FIRST_VERSION_WITHOUT_USAGE_RECORDS:
+        return (
+            f"STRIPE_API_VERSION {version!r} has no usage records (removed in 2025-03-31.basil); "
+            f"use an earlier version such as {DEFAULT_STRIPE_VERSION}"
+        )
+    if day < ACACIA_FIRST:
+        if name:
+            return f"STRIPE_API_VERSION {version!r}: versions before {ACACIA_FIRST} have no release name; use {day}"
+        return None
+    if day > ACACIA_LAST:
+        return (
+            f"STRIPE_API_VERSION {version!r}: Stripe released no version between {ACACIA_LAST}.{ACACIA} "
+            "and 2025-03-31.basil"
+        )
+    if name != ACACIA:
+        return (
+            f"STRIPE_API_VERSION {version!r}: Stripe's versions from {ACACIA_FIRST} to {ACACIA_LAST} are "
+            f"release {ACACIA!r}; did you mean {day}.{ACACIA}?"
+        )
+    return None
 
 
 @functools.cache
