@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import RESTRICTED_CLIENT, ROTATING_CLIENT, Deployment, record
+from usage_reporter import auth
 from usage_reporter.auth import AuthenticationError, compute_signature, sign, verify_signature
 
 BODY = json.dumps(record("r1")).encode()
@@ -172,3 +173,32 @@ def test_a_restricted_client_reports_only_to_its_subscription_items(deployment: 
     # Unrestricted clients are not affected.
     deployment.stripe.add_subscription_items("si_otherTeam")
     assert deployment.post("/v1/usage", record("free", subscription_item="si_otherTeam")).status == 200
+
+
+def test_every_client_check_costs_the_same_hmacs(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timing cannot tell an unknown client from a known one, nor a client in the middle of a rotation."""
+    computed: list[int] = []
+    real = auth.compute_signature
+
+    def counting(secret: str, timestamp: int, body: bytes) -> str:
+        computed.append(len(body))
+        return real(secret, timestamp, body)
+
+    signature = sign("x", BODY)
+    monkeypatch.setattr(auth, "compute_signature", counting)
+    counts = {}
+    for client in ("demo-client", ROTATING_CLIENT[0], "nobody"):
+        computed.clear()
+        response = deployment.post("/v1/usage", BODY, headers={"x-usage-client": client}, signature=signature)
+        assert response.status == 401
+        counts[client] = len(computed)
+
+    assert set(counts.values()) == {auth.MAX_SECRETS_PER_CLIENT}, counts
+
+
+def test_an_oversized_body_is_refused_before_any_hmac(deployment: Deployment) -> None:
+    body = b"x" * (300 * 1024)
+    response = deployment.post("/v1/usage", body, headers={"x-usage-client": "nobody"}, signature=sign("x", body))
+
+    assert (response.status, response.body["error"]["type"]) == (413, "payload_too_large")
+    assert_no_side_effect(deployment)

@@ -22,7 +22,7 @@ from tests.harness.instances import start_instance
 from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FAKE_STRIPE_KEY, LambdaContext
 from usage_reporter import wiring
 from usage_reporter.config import DEFAULT_STRIPE_VERSION
-from usage_reporter.dead_letters import Queues, redrive_one
+from usage_reporter.dead_letters import Queues, redrive_all_by_copy, redrive_one
 from usage_reporter.models import UsageRecord
 from usage_reporter.stripe_gateway import stripe_idempotency_key
 
@@ -262,3 +262,83 @@ def test_a_retry_a_day_after_an_unknown_outcome_is_held_for_review(deployment: D
     assert len(deployment.stripe.ledger) == 1  # not resent: Stripe may have forgotten the key
     [letter] = deployment.dead_letters()
     assert letter["Body"]["in_doubt"] is True
+
+
+def _a_day_later(deployment: Deployment, monkeypatch: pytest.MonkeyPatch, seconds: int = 25 * 3600) -> None:
+    """Time passes for everyone here (the service's clock moves on), and Stripe has forgotten its keys."""
+    deployment.stripe.forget_idempotency_keys()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + seconds)
+
+
+def _first_processing_lost_long_ago(deployment: Deployment, key: str, age_seconds: int, *faults: Fault) -> None:
+    """A processing ``age_seconds`` ago whose Stripe outcome was lost, and SQS down: its caller got 503."""
+    sqs = boto3.client("sqs")
+    deployment.stripe.inject(*faults)
+    sqs.delete_queue(QueueUrl=deployment.retry_queue_url)
+    [outcome] = wiring.reporter().report_many(
+        DEMO_CLIENT_ID,
+        [UsageRecord(**record(key))],
+        received_at=int(time.time()) - age_seconds,
+        context=LambdaContext(),  # type: ignore[arg-type]
+    )
+    assert outcome.status_code == 503
+    sqs.create_queue(QueueName=deployment.stack.attributes[("RetryQueue", "QueueName")])
+
+
+def test_a_retry_that_never_reaches_stripe_still_carries_the_earlier_doubt(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first processing (22 h ago) reached Stripe, which wrote the record; every answer was lost.
+    _first_processing_lost_long_ago(deployment, "r1", 22 * 3600, *[Fault.lost_response(500)] * 3)
+    # The caller's retry has no time left to call Stripe: queued as "never sent" by *this* processing.
+    retry = deployment.post("/v1/usage", record("r1"), timeout_seconds=3)
+    assert (retry.status, retry.body["reason"]["type"]) == (202, "time_budget_exhausted")
+    [queued] = deployment.retry_messages()
+    assert queued["Body"]["in_doubt"] is True  # the earlier processing may have reached Stripe
+
+    _a_day_later(deployment, monkeypatch, seconds=2 * 3600)  # the worker gets to it after Stripe forgot
+    deployment.run_retry_worker()
+
+    assert len(deployment.stripe.ledger) == 1  # not sent again under a forgotten key
+    [letter] = deployment.dead_letters()
+    assert (letter["Body"]["reason"]["type"], letter["Body"]["in_doubt"]) == ("needs_review", True)
+
+
+def test_an_operators_confirmation_is_used_once(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    _first_processing_lost_long_ago(deployment, "r1", 25 * 3600, *[Fault.connection_reset()] * 3)
+    assert deployment.post("/v1/usage", record("r1")).body["reason"]["type"] == "needs_review"
+    [letter] = deployment.dead_letters()
+    queues = Queues(deployment.dead_letter_queue_url, deployment.retry_queue_url)
+    redrive_one(queues, letter["MessageId"], confirm_not_in_stripe=True)  # checked: not in Stripe
+    deployment.stripe.inject(Fault.lost_response(500), times=2)  # the confirmed attempt: written, answers lost
+    deployment.run_retry_worker(rounds=1)
+    [written] = deployment.stripe.ledger
+    assert written["idempotency_key"].endswith("-r1")  # a fresh key, since Stripe may remember the old one
+
+    # The message, still saying "confirmed", reaches the dead-letter queue without the worker (SQS's
+    # redrive policy after the worker could not process it), and is redriven in bulk a day later.
+    sqs = boto3.client("sqs")
+    [message] = sqs.receive_message(QueueUrl=deployment.retry_queue_url)["Messages"]
+    assert json.loads(message["Body"])["review_confirmed_at"]
+    sqs.send_message(QueueUrl=deployment.dead_letter_queue_url, MessageBody=message["Body"])
+    sqs.delete_message(QueueUrl=deployment.retry_queue_url, ReceiptHandle=message["ReceiptHandle"])
+    _a_day_later(deployment, monkeypatch)
+    redrive_all_by_copy(queues, 100)
+    deployment.run_retry_worker()
+
+    assert deployment.stripe.ledger == [written]  # the old confirmation does not vouch for the new attempt
+    [again] = deployment.dead_letters()
+    assert (again["Body"]["reason"]["type"], again["Body"]["in_doubt"]) == ("needs_review", True)
+
+
+def test_a_key_sqs_could_not_carry_raw_is_kept_escaped(deployment: Deployment) -> None:
+    body = record("k\ufffe\uffff", subscription_item="si_missing")  # Stripe refuses it: dead-letter queue
+
+    response = deployment.post("/v1/usage", body)
+
+    assert response.status == 422
+    [letter] = deployment.dead_letters()
+    assert letter["Body"]["idempotency_key"] == "k\ufffe\uffff"
+    raw = boto3.client("sqs").receive_message(QueueUrl=deployment.dead_letter_queue_url)["Messages"][0]["Body"]
+    assert raw.isascii()  # real SQS refuses U+FFFE and U+FFFF in a body; escaped, they pass

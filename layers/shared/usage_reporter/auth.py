@@ -44,6 +44,9 @@ MAX_SIGNATURE_HEADER_CHARS = 1024
 MAX_SIGNATURES = 8
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 MAX_CLIENT_ID_CHARS = 128
+# Rotation needs two; every check computes this many HMACs (padding with dummies), so the time taken
+# says nothing about the client or how many secrets it has.
+MAX_SECRETS_PER_CLIENT = 3
 # HMAC work done for an unknown client, so that it takes as long as a known client's check.
 _DUMMY_SECRET = "no-such-client-" + "0" * 32
 
@@ -80,12 +83,13 @@ def verify_signature(
         raise AuthenticationError(
             f"X-Usage-Signature timestamp is more than {tolerance_seconds} seconds from the server's clock"
         )
-    expected = [compute_signature(secret, timestamp, body) for secret in secrets]
+    padded = [*secrets, *[_DUMMY_SECRET] * (MAX_SECRETS_PER_CLIENT - len(secrets))]
+    expected = [compute_signature(secret, timestamp, body) for secret in padded]
     # Check every pair, so the time taken does not depend on which one matched.
     matched = False
     for candidate in signatures:
-        for wanted in expected:
-            matched |= hmac.compare_digest(candidate.encode(), wanted.encode())
+        for index, wanted in enumerate(expected):
+            matched |= hmac.compare_digest(candidate.encode(), wanted.encode()) and index < len(secrets)
     if not matched:
         raise AuthenticationError("unknown client or signature mismatch")
 
@@ -124,6 +128,8 @@ def _entry(client_id: str, value: object) -> ClientEntry:
     secrets = [value] if isinstance(value, str) else value
     if not isinstance(secrets, list) or not secrets or not all(isinstance(s, str) and s for s in secrets):
         raise SecretUnavailable(f"client {client_id!r}: secret must be a string or a list of strings")
+    if len(secrets) > MAX_SECRETS_PER_CLIENT:
+        raise SecretUnavailable(f"client {client_id!r}: at most {MAX_SECRETS_PER_CLIENT} secrets (rotation needs two)")
     if allowed is None:
         return ClientEntry(tuple(secrets), Client(client_id))
     if not isinstance(allowed, list) or not all(isinstance(item, str) and item.strip("*") for item in allowed):
@@ -165,9 +171,9 @@ class Authenticator:
         if not header:
             raise AuthenticationError("missing X-Usage-Signature header")
         entry = self._load_clients().get(client_id) if len(client_id) <= MAX_CLIENT_ID_CHARS else None
-        secrets = entry.secrets if entry else (_DUMMY_SECRET,)
-        verify_signature(secrets, header, body, tolerance_seconds=self._tolerance_seconds)
-        if entry is None:  # the dummy secret matched: impossible in practice, refused all the same
+        # An unknown client is checked against no secret: the same work (padded HMACs), the same answer.
+        verify_signature(entry.secrets if entry else (), header, body, tolerance_seconds=self._tolerance_seconds)
+        if entry is None:  # unreachable: no secret can match; refused all the same
             raise AuthenticationError("unknown client or signature mismatch")
         return entry.client
 

@@ -123,7 +123,7 @@ def redrive_one(queues: Queues, message_id: str, *, confirm_not_in_stripe: bool 
     if confirm_not_in_stripe:
         data = json.loads(body)
         # The operator looked in Stripe: the worker may now send a late record it was in doubt about.
-        body = json.dumps({**data, "review_confirmed": True})
+        body = json.dumps({**data, "review_confirmed_at": int(time.time())})
     return _move(queues, message, body)
 
 

@@ -101,6 +101,8 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
         body = _raw_body(event)
     except (binascii.Error, ValueError):  # not base64, or text that is not Unicode
         return _refusal(400, "invalid_json", "the body cannot be decoded")
+    if len(body) > MAX_BODY_BYTES:  # before the HMACs: their cost must not grow with what a stranger sends
+        return _refusal(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
     try:
         client = wiring.authenticator().authenticate(headers, body)
     except AuthenticationError as exc:
@@ -115,8 +117,6 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
         return _response(503, error_body("service_unavailable", message), {"Retry-After": "30"})
     logger.append_keys(client_id=client.client_id)
 
-    if len(body) > MAX_BODY_BYTES:
-        return _refusal(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
     problem = _media_type_problem(headers.get("content-type"))
     if problem:
         return _refusal(415, "unsupported_media_type", problem)

@@ -120,8 +120,12 @@ class QueuedRecord(BaseModel):
             "remembers the key (23 h after the first attempt): it replays its answer instead of counting twice."
         ),
     )
-    review_confirmed: bool = Field(
-        default=False, description="An operator checked Stripe and confirmed this record is not there (late records)."
+    review_confirmed_at: int | None = Field(
+        default=None,
+        description=(
+            "When an operator checked Stripe and confirmed this record is not there (redrive "
+            "--confirm-not-in-stripe). The worker uses a confirmation once: it starts a fresh Stripe key."
+        ),
     )
 
 
@@ -164,8 +168,8 @@ class DeliveryState(BaseModel):
     in_doubt: bool
     attempt_started_at: int | None = None
     attempts: int = 1
-    key_seen_with_other_parameters: bool = Field(
-        default=False, description="Stripe answered idempotency_error for stripe_idempotency_key."
+    review_confirmation_used: int = Field(
+        default=0, description="The operator's confirmation (review_confirmed_at) this state already acted on."
     )
 
     @classmethod
@@ -173,7 +177,7 @@ class DeliveryState(BaseModel):
         return cls(
             stripe_idempotency_key=message.stripe_idempotency_key,
             key_first_used_at=message.received_at,
-            in_doubt=message.reason.type not in NEVER_SENT_REASONS,
+            # An earlier processing of the key may have reached Stripe even when this one never did.
+            in_doubt=message.in_doubt or message.reason.type not in NEVER_SENT_REASONS,
             attempts=message.attempts,
-            key_seen_with_other_parameters=message.reason.type == KEY_SEEN_WITH_OTHER_PARAMETERS,
         )

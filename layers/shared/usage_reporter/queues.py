@@ -42,7 +42,9 @@ class RecordQueues:
             raise QueueUnavailable(f"cannot delay the retry: {exc}") from exc
 
     def _send(self, queue_url: str, message: QueuedRecord, delay_seconds: int) -> str:
-        return self._send_raw(queue_url, message.model_dump_json(), message.reason, message.client_id, delay_seconds)
+        # ASCII JSON: SQS refuses some characters a key may hold (U+FFFE, U+FFFF); escaped, they pass.
+        body = json.dumps(message.model_dump(mode="json"))
+        return self._send_raw(queue_url, body, message.reason, message.client_id, delay_seconds)
 
     def _send_raw(
         self, queue_url: str, body: str, reason: FailureReason, client_id: str | None, delay_seconds: int

@@ -164,7 +164,10 @@ class UsageReporter:
             raise PayloadConflict(key)
         usage = plan.stripe
 
-        def keep(reason: FailureReason, *, in_doubt: bool = False) -> QueuedRecord:
+        # A later processing of the key: the earlier one may have reached Stripe, whatever happens now.
+        reprocessed = plan != proposed
+
+        def keep(reason: FailureReason, *, in_doubt: bool | None = None) -> QueuedRecord:
             return QueuedRecord(
                 client_id=client_id,
                 idempotency_key=key,
@@ -173,10 +176,10 @@ class UsageReporter:
                 stripe_idempotency_key=plan.stripe_idempotency_key,
                 received_at=plan.fixed_at,
                 reason=reason,
-                in_doubt=in_doubt,
+                in_doubt=reprocessed if in_doubt is None else in_doubt,
             )
 
-        if plan != proposed and received_at - plan.fixed_at > self._settings.late_record_seconds:
+        if reprocessed and received_at - plan.fixed_at > self._settings.late_record_seconds:
             # An earlier processing may have reached Stripe, which has forgotten the key by now.
             hours = (received_at - plan.fixed_at) // 3600
             reason = FailureReason(
@@ -200,8 +203,8 @@ class UsageReporter:
         except StripeDeliveryError as exc:
             if exc.needs_review:
                 return self._hold_for_review(keep(exc.reason, in_doubt=True), key, usage)
-            if exc.permanent:
-                return self._dead_letter(keep(exc.reason), key, usage)
+            if exc.permanent:  # a refusal (Stripe replays the first answer): nothing is in Stripe
+                return self._dead_letter(keep(exc.reason, in_doubt=False), key, usage)
             return self._queue_for_retry(keep(exc.reason), key, usage)
         except SecretUnavailable as exc:
             logger.error("Stripe API key unavailable", extra={"cause": str(exc)})

@@ -112,11 +112,7 @@ class RetryWorker:
 
         state = self._state(message, answer)
         now = int(time.time())
-        if (
-            now - state.key_first_used_at > self._settings.late_record_seconds
-            and state.in_doubt
-            and not message.review_confirmed
-        ):
+        if now - state.key_first_used_at > self._settings.late_record_seconds and state.in_doubt:
             hours = (now - state.key_first_used_at) // 3600
             reason = FailureReason(
                 type="needs_review",
@@ -148,15 +144,18 @@ class RetryWorker:
         if state.attempt_started_at is not None:  # an attempt died between its Stripe call and its answer
             state = state.model_copy(update={"in_doubt": True, "attempt_started_at": None})
         refused = bool(answer and answer["status_code"] == 422)
-        if refused or (state.key_seen_with_other_parameters and message.review_confirmed):
+        confirmed = (message.review_confirmed_at or 0) > state.review_confirmation_used
+        if refused or confirmed:
             # Stripe refused this key for good (so it holds nothing under it, but would replay the refusal
-            # for 24 h), or saw it with other parameters and an operator confirmed the record is not in
-            # Stripe: only a fresh key can deliver it. Its own doubt starts afresh.
+            # for 24 h), or an operator checked Stripe and confirmed the record is not there (after a
+            # late record in doubt, or a key Stripe saw with other parameters): a fresh key delivers it,
+            # and its own doubt starts afresh. A confirmation is used once: the state remembers it.
             state = DeliveryState(
                 stripe_idempotency_key=f"{message.stripe_idempotency_key}-r{state.attempts}",
                 key_first_used_at=int(time.time()),
                 in_doubt=False,
                 attempts=state.attempts,
+                review_confirmation_used=max(message.review_confirmed_at or 0, state.review_confirmation_used),
             )
         return state
 
@@ -171,9 +170,7 @@ class RetryWorker:
             # A refusal proves nothing was written under the key; any other failure may hide a write.
             done = attempt.model_copy(update={"attempt_started_at": None, "in_doubt": not exc.permanent})
             if exc.needs_review:
-                self._to_operator(
-                    message, request, done.model_copy(update={"key_seen_with_other_parameters": True}), exc.reason
-                )
+                self._to_operator(message, request, done, exc.reason)
                 return
             if exc.permanent:
                 self._queues.send_dead_letter(_with(message, done, exc.reason))
@@ -242,5 +239,5 @@ def _with(message: QueuedRecord, state: DeliveryState, reason: FailureReason) ->
     """The message as it goes to the dead-letter queue: the latest reason and attempt count. Its Stripe key
     stays the record's first one; the key in use is in the dedup record's delivery state."""
     return message.model_copy(
-        update={"reason": reason, "attempts": state.attempts, "in_doubt": state.in_doubt, "review_confirmed": False}
+        update={"reason": reason, "attempts": state.attempts, "in_doubt": state.in_doubt, "review_confirmed_at": None}
     )
