@@ -19,7 +19,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 UV_VERSION := 0.13.9
 EVENT ?= events/usage-record.json
 
-.PHONY: help setup run test scan invoke events curl dlq build deploy clean
+.PHONY: help setup run test scan fault-load invoke events curl dlq build deploy clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ test: setup  ## every test and check: pytest, ruff, mypy, cfn-lint, sam validate
 
 scan: $(CHECKOV_VENV)/.installed  ## checkov over template.yaml, as make test runs it (skips: the template's comments)
 	$(CHECKOV) -f template.yaml --framework cloudformation --skip-download --compact
+
+fault-load: $(VENV)/.installed  ## the fault-and-load check: concurrent callers, injected faults, reconciliation
+	$(PY) -m tests.harness.fault_load $(ARGS)
 
 invoke: $(VENV)/.installed  ## like `sam local invoke -e $(EVENT)`, without Docker (SQS events: the worker)
 	$(PY) -m tests.harness.invoke $(EVENT)

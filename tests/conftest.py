@@ -214,7 +214,11 @@ def deployment(aws: None, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPat
         DEMO_CLIENT_ID: DEMO_CLIENT_SECRET,
         OTHER_CLIENT[0]: OTHER_CLIENT[1],
         ROTATING_CLIENT[0]: ROTATING_CLIENT[1],
-        RESTRICTED_CLIENT[0]: {"secrets": [RESTRICTED_CLIENT[1]], "subscription_items": RESTRICTED_ITEMS},
+        RESTRICTED_CLIENT[0]: {
+            "secrets": [RESTRICTED_CLIENT[1]],
+            "subscription_items": RESTRICTED_ITEMS,
+            "event_names": ["team_a_*"],
+        },
     }
     stack, env = local_environment(stripe_api_key=FAKE_STRIPE_KEY, stripe_api_base=fake_stripe.url, clients=clients)
     # Short Stripe timeouts keep the timeout tests quick; the budget logic scales with them. No backoff

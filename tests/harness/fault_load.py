@@ -264,7 +264,9 @@ def drive(url: str, keys: list[Key], clients: int, deadline: float, rng: random.
 def print_summary(keys: list[Key], results: Results, backends: dict[str, Any], clients: int, started: float) -> None:
     latencies = sorted(results.latencies)
     finals = collections.Counter(str(k.final[0]) if k.final else "none" for k in keys)
-    print(f"requests sent:      {sum(results.statuses.values())} ({len(keys)} keys, {clients} callers)")
+    print(
+        f"requests sent:      {sum(results.statuses.values())} ({len(keys)} keys incl. the killed; {clients} callers)"
+    )
     print(f"status counts:      {dict(sorted(results.statuses.items()))}  (0 = network error)")
     print(f"final answers:      {dict(sorted(finals.items()))}")
     if latencies:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import FailureReason, StripeUsage
+from .models import FailureReason
 
 
 @dataclass(frozen=True)
@@ -28,30 +28,26 @@ def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": error_type, "message": message, **extra}}
 
 
-def _record_fields(idempotency_key: str, usage: StripeUsage) -> dict[str, Any]:
-    return {"idempotency_key": idempotency_key, **usage.model_dump()}
+def reported(fields: dict[str, Any], stripe_ids: dict[str, str]) -> dict[str, Any]:
+    """``fields``: the record as the kind shows it (with its key); ``stripe_ids``: what Stripe gave back."""
+    return {"status_code": 200, "body": {"status": "reported", **fields, **stripe_ids}}
 
 
-def reported(idempotency_key: str, usage: StripeUsage, stripe_id: str) -> dict[str, Any]:
-    body = {"status": "reported", **_record_fields(idempotency_key, usage), "stripe_id": stripe_id}
-    return {"status_code": 200, "body": body}
-
-
-def queued(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
+def queued(fields: dict[str, Any], reason: FailureReason) -> dict[str, Any]:
     body = {
         "status": "queued",
-        **_record_fields(idempotency_key, usage),
+        **fields,
         "message": "Stripe did not take the record yet; it is queued and will be reported exactly once.",
         "reason": reason.model_dump(exclude_none=True),
     }
     return {"status_code": 202, "body": body}
 
 
-def held_for_review(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
+def held_for_review(fields: dict[str, Any], reason: FailureReason) -> dict[str, Any]:
     """Stripe may already hold the record: it is with an operator, and will be counted at most once."""
     body = {
         "status": "queued",
-        **_record_fields(idempotency_key, usage),
+        **fields,
         "message": (
             "Stripe may already hold this record; it is held for an operator, who checks Stripe before it is "
             "sent again. It will be counted at most once."
@@ -61,10 +57,11 @@ def held_for_review(idempotency_key: str, usage: StripeUsage, reason: FailureRea
     return {"status_code": 202, "body": body}
 
 
-def rejected(idempotency_key: str, usage: StripeUsage, reason: FailureReason) -> dict[str, Any]:
+def rejected(fields: dict[str, Any], reason: FailureReason) -> dict[str, Any]:
+    # stripe_error, or a refusal with a name of its own (usage_records_unsupported).
     body = {
         "status": "rejected",
-        **_record_fields(idempotency_key, usage),
-        "error": {"type": "stripe_error", "code": reason.code, "message": reason.message},
+        **fields,
+        "error": {"type": reason.type, "code": reason.code, "message": reason.message},
     }
     return {"status_code": 422, "body": body}

@@ -99,15 +99,36 @@ class Client:
     """An authenticated caller and what it may report to (``None``: any subscription item)."""
 
     client_id: str
-    subscription_items: frozenset[str] | None = None
-    subscription_item_prefixes: tuple[str, ...] = ()
+    subscription_items: Allowed | None = None
+    event_names: Allowed | None = None
 
     def may_report_to(self, subscription_item: str) -> bool:
-        if self.subscription_items is None:
-            return True
-        return subscription_item in self.subscription_items or any(
-            subscription_item.startswith(prefix) for prefix in self.subscription_item_prefixes
+        return self.subscription_items is None or self.subscription_items.allows(subscription_item)
+
+    def may_send_event(self, event_name: str) -> bool:
+        return self.event_names is None or self.event_names.allows(event_name)
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """Exact names, and prefixes (written ``name*``); an empty list allows nothing."""
+
+    exact: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, client_id: str, setting: str, value: object) -> Allowed | None:
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, str) and item.strip("*") for item in value):
+            raise SecretUnavailable(f"client {client_id!r}: {setting} must be a list of names or prefixes*")
+        return cls(
+            frozenset(item for item in value if not item.endswith("*")),
+            tuple(item[:-1] for item in value if item.endswith("*")),
         )
+
+    def allows(self, name: str) -> bool:
+        return name in self.exact or any(name.startswith(prefix) for prefix in self.prefixes)
 
 
 @dataclass(frozen=True)
@@ -117,26 +138,26 @@ class ClientEntry:
 
 
 def _entry(client_id: str, value: object) -> ClientEntry:
-    """``"secret"``, ``["new", "old"]`` or ``{"secrets": [...], "subscription_items": ["si_1", "si_team_*"]}``."""
-    allowed: object = None
+    """``"secret"``, ``["new", "old"]`` or ``{"secrets": [...], "subscription_items": ["si_1", "si_team_*"],
+    "event_names": ["api_calls", "team_a_*"]}``."""
+    limits: dict[str, object] = {}
     if isinstance(value, dict):
-        unknown = set(value) - {"secrets", "subscription_items"}
+        unknown = set(value) - {"secrets", "subscription_items", "event_names"}
         if unknown:
             raise SecretUnavailable(f"client {client_id!r}: unknown setting(s) {sorted(unknown)}")
-        allowed = value.get("subscription_items")
+        limits = {name: value.get(name) for name in ("subscription_items", "event_names")}
         value = value.get("secrets")
     secrets = [value] if isinstance(value, str) else value
     if not isinstance(secrets, list) or not secrets or not all(isinstance(s, str) and s for s in secrets):
         raise SecretUnavailable(f"client {client_id!r}: secret must be a string or a list of strings")
     if len(secrets) > MAX_SECRETS_PER_CLIENT:
         raise SecretUnavailable(f"client {client_id!r}: at most {MAX_SECRETS_PER_CLIENT} secrets (rotation needs two)")
-    if allowed is None:
-        return ClientEntry(tuple(secrets), Client(client_id))
-    if not isinstance(allowed, list) or not all(isinstance(item, str) and item.strip("*") for item in allowed):
-        raise SecretUnavailable(f"client {client_id!r}: subscription_items must be a list of ids or prefixes*")
-    exact = frozenset(item for item in allowed if not item.endswith("*"))
-    prefixes = tuple(item[:-1] for item in allowed if item.endswith("*"))
-    return ClientEntry(tuple(secrets), Client(client_id, exact, prefixes))  # [] allows nothing
+    client = Client(
+        client_id,
+        subscription_items=Allowed.parse(client_id, "subscription_items", limits.get("subscription_items")),
+        event_names=Allowed.parse(client_id, "event_names", limits.get("event_names")),
+    )
+    return ClientEntry(tuple(secrets), client)
 
 
 @functools.lru_cache(maxsize=4)  # the secret's text changes only on rotation

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import os
 import re
 from typing import Annotated, Literal
@@ -19,6 +20,15 @@ FIRST_VERSION_WITHOUT_USAGE_RECORDS = "2025-03-31"  # basil removed the usage-re
 # Stripe's first named release and its versions' dates; versions before it are plain dates (2024-06-20).
 ACACIA, ACACIA_FIRST, ACACIA_LAST = "acacia", "2024-09-30", "2025-02-24"
 _STRIPE_VERSION = re.compile(r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})(?:\.(?P<name>[a-z]+))?")
+
+
+class MeterKeys(BaseModel):
+    """A meter's payload key names (Stripe's defaults unless the meter was created with others)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    customer_key: str = Field("stripe_customer_id", min_length=1, max_length=100)
+    value_key: str = Field("value", min_length=1, max_length=100)
 
 
 class Settings(BaseModel):
@@ -50,6 +60,9 @@ class Settings(BaseModel):
     # Stop calling Stripe (and queue instead) when less than this is left of the invocation.
     stripe_budget_reserve_seconds: Annotated[float, Field(ge=0)] = Field(3.0, alias="STRIPE_BUDGET_RESERVE_SECONDS")
 
+    # Meter events: {"event name": {"customer_key": ..., "value_key": ...}} for meters with custom keys.
+    meter_event_keys: dict[str, MeterKeys] = Field(default_factory=dict, alias="METER_EVENT_KEYS")
+
     # Retry worker: backoff between receives (SQS visibility), and when to give a record to an operator.
     retry_base_delay_seconds: Annotated[int, Field(ge=0, le=900)] = Field(30, alias="RETRY_BASE_DELAY_SECONDS")
     retry_max_delay_seconds: Annotated[int, Field(ge=0, le=43200)] = Field(3600, alias="RETRY_MAX_DELAY_SECONDS")
@@ -69,6 +82,11 @@ class Settings(BaseModel):
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation cannot omit a variable conditionally; an empty one means "not set".
         return value or None
+
+    @field_validator("meter_event_keys", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) and value.strip() else value or {}
 
     @field_validator("stripe_version")
     @classmethod

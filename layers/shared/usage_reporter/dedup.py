@@ -57,8 +57,8 @@ class DedupLedger:
     """Read and rewrite stored answers outside the ingest function (the retry worker), with Powertools'
     own persistence layer, so the item key, payload hash and expiry are exactly the ingest's."""
 
-    def __init__(self, settings: Settings, persistence: BasePersistenceLayer) -> None:
-        persistence.configure(idempotency_config(settings), key_prefix=KEY_PREFIX)
+    def __init__(self, settings: Settings, persistence: BasePersistenceLayer, key_prefix: str = KEY_PREFIX) -> None:
+        persistence.configure(idempotency_config(settings), key_prefix=key_prefix)
         self._store = persistence
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -105,13 +105,14 @@ class DeliveryPlans:
         self._window_seconds = settings.dedup_window_seconds
         self._dynamodb = dynamodb
 
-    def fix(self, client_id: str, idempotency_key: str, proposed: DeliveryPlan) -> DeliveryPlan:
-        """The plan in force for this key: ``proposed`` if it is the first, else the first one."""
+    def fix(self, scope: str, client_id: str, idempotency_key: str, proposed: DeliveryPlan) -> DeliveryPlan:
+        """The plan in force for this key of this kind (``scope``): ``proposed`` if it is the first, else the
+        first one."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         now = int(time.time())
         digest = hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
-        key = {"id": {"S": f"{PLAN_PREFIX}#{digest}"}}
+        key = {"id": {"S": f"{PLAN_PREFIX}#{scope}#{digest}"}}
         try:
             self._dynamodb.put_item(
                 TableName=self._table,

@@ -11,6 +11,9 @@ import binascii
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
+from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -22,6 +25,8 @@ from pydantic import ValidationError
 from . import observability, wiring
 from .answers import Outcome, error_body
 from .auth import AuthenticationError, Client, loggable_client_id
+from .kinds import MeterEvents
+from .meter_event_models import MeterEvent, MeterEventBatch
 from .models import UsageBatch, UsageRecord
 from .observability import logger
 from .secrets import SecretUnavailable
@@ -30,7 +35,8 @@ MAX_BODY_BYTES = 256 * 1024
 REPLAYED_HEADER = "Idempotent-Replayed"
 JSON = "application/json"
 
-app = APIGatewayHttpResolver(enable_validation=True)
+# Decimals, never binary floats: a meter event's value reaches Stripe exactly as the caller wrote it.
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=partial(json.loads, parse_float=Decimal))
 
 
 def _response(status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -131,47 +137,86 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
     return app.resolve(checked, context)
 
 
-def _duplicate_keys(records: list[UsageRecord]) -> Response[dict[str, Any]] | None:
+def _refused_fields(
+    status_code: int, error_type: str, fields: list[dict[str, Any]], metric: str
+) -> Response[dict[str, Any]] | None:
+    """A refusal naming each field (nothing is stored), or None when ``fields`` is empty."""
+    if not fields:
+        return None
+    observability.count(metric)
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return Response(status_code, JSON, error_body(error_type, message, fields=fields))
+
+
+def _field(collection: str | None, index: int, name: str, message: str, type_: str) -> dict[str, Any]:
+    """An error naming ``collection[index].name`` (a batch) or ``name`` (a single record)."""
+    if collection is None:
+        return {"field": name, "message": message, "type": type_}
+    return {"field": f"{collection}[{index}].{name}", "message": message, "type": type_, "index": index}
+
+
+def _duplicate_keys(records: Sequence[Any], collection: str) -> Response[dict[str, Any]] | None:
     """422 naming every record whose key an earlier record of the batch already uses, or None."""
     first_seen: dict[str, int] = {}
     fields = []
     for index, record in enumerate(records):
         key = record.idempotency_key
         if key in first_seen:
-            fields.append(
-                {
-                    "field": f"records[{index}].idempotency_key",
-                    "message": f"idempotency_key {key!r} is also used by records[{first_seen[key]}]",
-                    "type": "duplicate_idempotency_key",
-                    "index": index,
-                }
-            )
+            message = f"idempotency_key {key!r} is also used by {collection}[{first_seen[key]}]"
+            fields.append(_field(collection, index, "idempotency_key", message, "duplicate_idempotency_key"))
         first_seen.setdefault(key, index)
-    if not fields:
-        return None
-    observability.count("Invalid")
-    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return Response(422, JSON, error_body("validation_error", message, fields=fields))
+    return _refused_fields(422, "validation_error", fields, "Invalid")
 
 
-def _forbidden(client: Client, records: list[UsageRecord], batch: bool) -> Response[dict[str, Any]] | None:
-    """403 naming every record the client may not report to (nothing is stored), or None."""
-    fields = []
-    for index, record in enumerate(records):
-        if not client.may_report_to(record.subscription_item):
-            item: dict[str, Any] = {
-                "field": f"records[{index}].subscription_item" if batch else "subscription_item",
-                "message": f"client {client.client_id!r} may not report usage to {record.subscription_item!r}",
-                "type": "subscription_item_not_allowed",
-            }
-            if batch:
-                item["index"] = index
-            fields.append(item)
-    if not fields:
-        return None
-    observability.count("Forbidden")
-    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return Response(403, JSON, error_body("forbidden", message, fields=fields))
+def _usage_refusal(records: list[UsageRecord], batch: bool) -> Response[dict[str, Any]] | None:
+    """403 naming every record the client may not report to, or None."""
+    client: Client = app.context["client"]
+    collection = "records" if batch else None
+    fields = [
+        _field(
+            collection,
+            index,
+            "subscription_item",
+            f"client {client.client_id!r} may not report usage to {record.subscription_item!r}",
+            "subscription_item_not_allowed",
+        )
+        for index, record in enumerate(records)
+        if not client.may_report_to(record.subscription_item)
+    ]
+    return _refused_fields(403, "forbidden", fields, "Forbidden")
+
+
+def _meter_event_refusal(events: list[MeterEvent], batch: bool) -> Response[dict[str, Any]] | None:
+    """403 for event names the client may not send; 422 for what Stripe would refuse, named by field."""
+    client: Client = app.context["client"]
+    kind = wiring.kinds()["meter_event"]
+    assert isinstance(kind, MeterEvents)
+    collection = "events" if batch else None
+    forbidden = [
+        _field(
+            collection,
+            index,
+            "event_name",
+            f"client {client.client_id!r} may not send events named {event.event_name!r}",
+            "event_name_not_allowed",
+        )
+        for index, event in enumerate(events)
+        if not client.may_send_event(event.event_name)
+    ]
+    refusal = _refused_fields(403, "forbidden", forbidden, "Forbidden")
+    if refusal:
+        return refusal
+    invalid = []
+    now = app.context["received_at"]
+    for index, event in enumerate(events):
+        customer = kind.customer_problem(event)
+        if customer:
+            invalid.append(_field(collection, index, "customer", customer, "missing"))
+        window = event.timestamp_problem(now)
+        # Stripe's window applies to new events only: a replay gets its stored answer whatever its age.
+        if window and not wiring.reporter().has_answer(kind, client.client_id, event):
+            invalid.append(_field(collection, index, "timestamp", window, "timestamp_out_of_window"))
+    return _refused_fields(422, "validation_error", invalid, "Invalid")
 
 
 def _outcome_response(outcome: Outcome) -> Response[dict[str, Any]]:
@@ -181,27 +226,8 @@ def _outcome_response(outcome: Outcome) -> Response[dict[str, Any]]:
     return Response(status_code=outcome.status_code, content_type=JSON, body=outcome.body, headers=headers)
 
 
-def _report(records: list[UsageRecord]) -> list[Outcome]:
-    return wiring.reporter().report_many(
-        app.context["client"].client_id, records, received_at=app.context["received_at"], context=app.lambda_context
-    )
-
-
-@app.post("/v1/usage", summary="Report one usage record")
-def post_usage(record: Annotated[UsageRecord, Body(description="One usage record")]) -> Response[dict[str, Any]]:
-    logger.append_keys(idempotency_key=record.idempotency_key)
-    forbidden = _forbidden(app.context["client"], [record], batch=False)
-    return forbidden or _outcome_response(_report([record])[0])
-
-
-@app.post("/v1/usage/batch", summary="Report 1 to 100 usage records")
-def post_usage_batch(
-    batch: Annotated[UsageBatch, Body(description="A batch of usage records")],
-) -> Response[dict[str, Any]]:
-    refusal = _duplicate_keys(batch.records) or _forbidden(app.context["client"], batch.records, batch=True)
-    if refusal:
-        return refusal
-    outcomes = _report(batch.records)
+def _batch_response(outcomes: list[Outcome]) -> Response[dict[str, Any]]:
+    """200 with one result per record, in request order, and a summary by status."""
     results = []
     for outcome in outcomes:
         result = {**outcome.body, "status_code": outcome.status_code}
@@ -211,6 +237,45 @@ def post_usage_batch(
         results.append(result)
     summary = dict(Counter(outcome.status for outcome in outcomes))
     return Response(status_code=200, content_type=JSON, body={"results": results, "summary": summary})
+
+
+def _report(records: Sequence[Any], kind: str = "usage_record") -> list[Outcome]:
+    return wiring.reporter().report_many(
+        app.context["client"].client_id,
+        records,
+        received_at=app.context["received_at"],
+        context=app.lambda_context,
+        kind=wiring.kinds()[kind],
+    )
+
+
+@app.post("/v1/usage", summary="Report one usage record")
+def post_usage(record: Annotated[UsageRecord, Body(description="One usage record")]) -> Response[dict[str, Any]]:
+    logger.append_keys(idempotency_key=record.idempotency_key)
+    return _usage_refusal([record], batch=False) or _outcome_response(_report([record])[0])
+
+
+@app.post("/v1/usage/batch", summary="Report 1 to 100 usage records")
+def post_usage_batch(
+    batch: Annotated[UsageBatch, Body(description="A batch of usage records")],
+) -> Response[dict[str, Any]]:
+    refusal = _duplicate_keys(batch.records, "records") or _usage_refusal(batch.records, batch=True)
+    return refusal or _batch_response(_report(batch.records))
+
+
+@app.post("/v1/meter_events", summary="Report one Billing meter event")
+def post_meter_event(event: Annotated[MeterEvent, Body(description="One meter event")]) -> Response[dict[str, Any]]:
+    logger.append_keys(idempotency_key=event.idempotency_key)
+    refusal = _meter_event_refusal([event], batch=False)
+    return refusal or _outcome_response(_report([event], "meter_event")[0])
+
+
+@app.post("/v1/meter_events/batch", summary="Report 1 to 100 Billing meter events")
+def post_meter_event_batch(
+    batch: Annotated[MeterEventBatch, Body(description="A batch of meter events")],
+) -> Response[dict[str, Any]]:
+    refusal = _duplicate_keys(batch.events, "events") or _meter_event_refusal(batch.events, batch=True)
+    return refusal or _batch_response(_report(batch.events, "meter_event"))
 
 
 def _field_path(loc: tuple[Any, ...]) -> tuple[str, int | None]:

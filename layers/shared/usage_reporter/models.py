@@ -8,8 +8,10 @@ from typing import Annotated, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -82,6 +84,30 @@ class StripeUsage(BaseModel):
     action: Literal["increment", "set"]
 
 
+class StripeMeterEvent(BaseModel):
+    """Exactly the parameters of a Billing meter event sent to Stripe (every attempt sends these)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_name: str
+    payload: dict[str, str] = Field(description="The meter's customer and value keys, and any dimensions.")
+    identifier: str = Field(description="Derived from (client, key): Stripe refuses a second event with it.")
+    timestamp: int
+
+
+def _params_kind(value: object) -> str:
+    has_event_name = "event_name" in value if isinstance(value, dict) else hasattr(value, "event_name")
+    return "meter_event" if has_event_name else "usage_record"
+
+
+# What a record sends Stripe, by kind (told apart by their fields, so queue messages need no tag).
+StripeParams = Annotated[
+    Annotated[StripeUsage, Tag("usage_record")] | Annotated[StripeMeterEvent, Tag("meter_event")],
+    Discriminator(_params_kind),
+]
+RecordKindName = Literal["usage_record", "meter_event"]
+
+
 class FailureReason(BaseModel):
     """Why a record was not reported (yet): shown to callers, operators and in queue messages."""
 
@@ -90,6 +116,7 @@ class FailureReason(BaseModel):
     type: str = Field(description="stripe_error | stripe_unavailable | stripe_rate_limited | ...")
     message: str
     code: str | None = None
+    param: str | None = Field(default=None, description="The request parameter Stripe named (e.g. timestamp).")
     http_status: int | None = None
     stripe_request_id: str | None = None
 
@@ -104,11 +131,11 @@ class QueuedRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     version: Literal[1] = 1
-    kind: Literal["usage_record"] = "usage_record"
+    kind: RecordKindName = "usage_record"
     client_id: str
     idempotency_key: str
     record: dict[str, object] = Field(description="The record as the caller sent it (without the key).")
-    stripe: StripeUsage
+    stripe: StripeParams
     stripe_idempotency_key: str
     received_at: int
     reason: FailureReason
@@ -146,7 +173,7 @@ class DeliveryPlan(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    stripe: StripeUsage
+    stripe: StripeParams
     stripe_idempotency_key: str
     payload_sha256: str = Field(description="The caller's payload the plan was made for.")
     fixed_at: int = Field(description="When the plan was fixed: the key's first processing.")

@@ -12,28 +12,31 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
+    IdempotencyItemNotFoundError,
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import STATUS_CONSTANTS
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import answers, observability
 from .answers import Outcome, error_body
 from .config import Settings
-from .dedup import KEY_PREFIX, DeliveryPlans, PlanUnavailable, dedup_request, idempotency_config, payload_sha256
-from .models import DeliveryPlan, FailureReason, QueuedRecord, StripeUsage, UsageRecord
+from .dedup import DeliveryPlans, PlanUnavailable, dedup_request, idempotency_config, payload_sha256
+from .kinds import RecordKind, UsageRecords, answer_fields
+from .models import DeliveryPlan, FailureReason, QueuedRecord
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
-from .stripe_gateway import StripeDeliveryError, StripeGateway, stripe_idempotency_key, worst_case_seconds
+from .stripe_gateway import StripeDeliveryError, StripeGateway, worst_case_seconds
 
 IN_PROGRESS_RETRY_AFTER_SECONDS = 5
 UNAVAILABLE_RETRY_AFTER_SECONDS = 30
@@ -56,53 +59,85 @@ class PayloadConflict(Exception):
     """The key's delivery plan was fixed for another payload (by a processing whose answer was lost)."""
 
 
-class UsageReporter:
+class Reporter:
+    """Reports records of any kind exactly once; one dedup scope (and persistence layer) per kind."""
+
     def __init__(
         self,
         settings: Settings,
+        *,
         gateway: StripeGateway,
         queues: RecordQueues,
-        persistence: BasePersistenceLayer,
+        persistence: Callable[[], BasePersistenceLayer],
         plans: DeliveryPlans,
+        kinds: Sequence[RecordKind],
     ) -> None:
         self._settings = settings
         self._gateway = gateway
         self._queues = queues
         self._plans = plans
         self._config = idempotency_config(settings)
-        self._deliver_once = idempotent_function(
-            data_keyword_argument="request",
-            config=self._config,
-            persistence_store=persistence,
-            key_prefix=KEY_PREFIX,
-        )(self._deliver)
+        self._stores = {kind.name: persistence() for kind in kinds}
+        self._deliver_once = {
+            kind.name: idempotent_function(
+                data_keyword_argument="request",
+                config=self._config,
+                persistence_store=self._stores[kind.name],
+                key_prefix=kind.key_prefix,
+            )(self._deliver)
+            for kind in kinds
+        }
         self._stripe_call_seconds = worst_case_seconds(settings) + settings.stripe_budget_reserve_seconds
 
     def report_many(
-        self, client_id: str, records: Sequence[UsageRecord], *, received_at: int, context: LambdaContext
+        self,
+        client_id: str,
+        records: Sequence[Any],
+        *,
+        received_at: int,
+        context: LambdaContext,
+        kind: RecordKind | None = None,
     ) -> list[Outcome]:
         """Report each record (in parallel, bounded); outcomes in the order of ``records``."""
+        kind = kind or UsageRecords()
         self._config.register_lambda_context(context)
         workers = min(self._settings.batch_concurrency, len(records))
+
+        def one(record: Any) -> Outcome:
+            return self._report(kind, client_id, record, received_at, context)
+
         if workers <= 1:
-            outcomes = [self._report(client_id, record, received_at, context) for record in records]
+            outcomes = [one(record) for record in records]
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
-                outcomes = list(pool.map(lambda r: self._report(client_id, r, received_at, context), records))
+                outcomes = list(pool.map(one, records))
         # A replay is not a new report: it counts only as Replayed.
         for status, number in Counter(o.status for o in outcomes if not o.replayed).items():
             observability.count(_METRIC_BY_STATUS.get(status, status), number)
         observability.count("Replayed", sum(outcome.replayed for outcome in outcomes))
         return outcomes
 
-    def _report(self, client_id: str, record: UsageRecord, received_at: int, context: LambdaContext) -> Outcome:
+    def has_answer(self, kind: RecordKind, client_id: str, record: Any) -> bool:
+        """Whether this (client, key, payload) already has a stored answer (a replay)."""
+        store = self._stores[kind.name]
+        store.configure(self._config, kind.key_prefix)
+        try:
+            found = store.get_record(dedup_request(client_id, record.idempotency_key, record.dedup_payload()))
+        except (IdempotencyItemNotFoundError, IdempotencyValidationError):
+            return False
+        return found is not None and found.status == STATUS_CONSTANTS["COMPLETED"]
+
+    def _report(
+        self, kind: RecordKind, client_id: str, record: Any, received_at: int, context: LambdaContext
+    ) -> Outcome:
         key = record.idempotency_key
         try:
-            stored = self._deliver_once(
+            stored = self._deliver_once[kind.name](
                 request=dedup_request(client_id, key, record.dedup_payload()),
                 record=record,
                 received_at=received_at,
                 context=context,
+                kind=kind,
             )
         except IdempotencyAlreadyInProgressError:
             return Outcome(
@@ -139,40 +174,37 @@ class UsageReporter:
         return Outcome(stored["status_code"], stored["body"], replayed=replayed)
 
     def _deliver(
-        self, request: dict[str, Any], record: UsageRecord, received_at: int, context: LambdaContext
+        self, request: dict[str, Any], record: Any, received_at: int, context: LambdaContext, kind: RecordKind
     ) -> dict[str, Any]:
         """A processing of a (client, key): runs under the dedup lock; a later one only after a failed one."""
         client_id = request["client_id"]
         key = record.idempotency_key
         proposed = DeliveryPlan(
-            stripe=StripeUsage(
-                subscription_item=record.subscription_item,
-                quantity=record.quantity,
-                timestamp=record.resolved_timestamp(received_at),
-                action=record.action,
-            ),
-            stripe_idempotency_key=stripe_idempotency_key(client_id, key),
+            stripe=kind.stripe_params(record, client_id, received_at),
+            stripe_idempotency_key=kind.stripe_idempotency_key(client_id, key),
             payload_sha256=payload_sha256(request["record"]),
             fixed_at=received_at,
         )
         try:
-            plan = self._plans.fix(client_id, key, proposed)
+            plan = self._plans.fix(kind.key_prefix, client_id, key, proposed)
         except PlanUnavailable as exc:
             raise DeliveryImpossible(str(exc)) from exc
         if plan.payload_sha256 != proposed.payload_sha256:
             # An earlier processing of this key (whose answer was lost) had another payload.
             raise PayloadConflict(key)
-        usage = plan.stripe
+        params = plan.stripe
+        fields = answer_fields(kind, key, params)
 
         # A later processing of the key: the earlier one may have reached Stripe, whatever happens now.
         reprocessed = plan != proposed
 
         def keep(reason: FailureReason, *, in_doubt: bool | None = None) -> QueuedRecord:
             return QueuedRecord(
+                kind=kind.name,
                 client_id=client_id,
                 idempotency_key=key,
                 record=request["record"],
-                stripe=usage,
+                stripe=params,
                 stripe_idempotency_key=plan.stripe_idempotency_key,
                 received_at=plan.fixed_at,
                 reason=reason,
@@ -189,31 +221,31 @@ class UsageReporter:
                     "forgotten the key, so a resend could report it twice. Held for an operator to check Stripe."
                 ),
             )
-            return self._hold_for_review(keep(reason, in_doubt=True), key, usage)
+            return self._hold_for_review(keep(reason, in_doubt=True), fields)
         if context.get_remaining_time_in_millis() / 1000 < self._stripe_call_seconds:
             # Not enough of this invocation left for a Stripe call with its retries: let the worker do it.
             reason = FailureReason(type="time_budget_exhausted", message="no time left in this request to call Stripe")
-            return self._queue_for_retry(keep(reason), key, usage)
+            return self._queue_for_retry(keep(reason), fields)
         try:
             started = time.perf_counter()
             try:
-                stripe_id = self._gateway.create_usage_record(usage, plan.stripe_idempotency_key)
+                stripe_id = kind.send(self._gateway, params, plan.stripe_idempotency_key)
             finally:
                 observability.stripe_latency((time.perf_counter() - started) * 1000)
         except StripeDeliveryError as exc:
             if exc.needs_review:
-                return self._hold_for_review(keep(exc.reason, in_doubt=True), key, usage)
+                return self._hold_for_review(keep(exc.reason, in_doubt=True), fields)
             if exc.permanent:  # a refusal (Stripe replays the first answer): nothing is in Stripe
-                return self._dead_letter(keep(exc.reason, in_doubt=False), key, usage)
-            return self._queue_for_retry(keep(exc.reason), key, usage)
+                return self._dead_letter(keep(exc.reason, in_doubt=False), fields)
+            return self._queue_for_retry(keep(exc.reason), fields)
         except SecretUnavailable as exc:
             logger.error("Stripe API key unavailable", extra={"cause": str(exc)})
             reason = FailureReason(type="stripe_key_unavailable", message="the service cannot reach Stripe right now")
-            return self._queue_for_retry(keep(reason), key, usage)
+            return self._queue_for_retry(keep(reason), fields)
         logger.info("reported", extra={"idempotency_key": key, "stripe_id": stripe_id})
-        return answers.reported(key, usage, stripe_id)
+        return answers.reported(fields, {kind.id_field: stripe_id})
 
-    def _queue_for_retry(self, message: QueuedRecord, key: str, usage: StripeUsage) -> dict[str, Any]:
+    def _queue_for_retry(self, message: QueuedRecord, fields: dict[str, Any]) -> dict[str, Any]:
         try:
             # The first retry waits the base backoff: an outage is rarely over within a second.
             message_id = self._queues.send_for_retry(message, delay_seconds=self._settings.retry_base_delay_seconds)
@@ -221,11 +253,15 @@ class UsageReporter:
             raise DeliveryImpossible(f"{message.reason.type}; {exc}") from exc
         logger.warning(
             "queued for retry",
-            extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
+            extra={
+                "idempotency_key": message.idempotency_key,
+                "reason": message.reason.model_dump(),
+                "message_id": message_id,
+            },
         )
-        return answers.queued(key, usage, message.reason)
+        return answers.queued(fields, message.reason)
 
-    def _dead_letter(self, message: QueuedRecord, key: str, usage: StripeUsage) -> dict[str, Any]:
+    def _dead_letter(self, message: QueuedRecord, fields: dict[str, Any]) -> dict[str, Any]:
         try:
             message_id = self._queues.send_dead_letter(message)
         except QueueUnavailable as exc:
@@ -233,11 +269,15 @@ class UsageReporter:
             raise DeliveryImpossible(f"rejected by Stripe; {exc}") from exc
         logger.warning(
             "rejected by Stripe",
-            extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
+            extra={
+                "idempotency_key": message.idempotency_key,
+                "reason": message.reason.model_dump(),
+                "message_id": message_id,
+            },
         )
-        return answers.rejected(key, usage, message.reason)
+        return answers.rejected(fields, message.reason)
 
-    def _hold_for_review(self, message: QueuedRecord, key: str, usage: StripeUsage) -> dict[str, Any]:
+    def _hold_for_review(self, message: QueuedRecord, fields: dict[str, Any]) -> dict[str, Any]:
         """Stripe may hold the record: an operator checks before it is sent again (never 422, never resent)."""
         try:
             message_id = self._queues.send_dead_letter(message)
@@ -245,6 +285,10 @@ class UsageReporter:
             raise DeliveryImpossible(f"{message.reason.type}; {exc}") from exc
         logger.warning(
             "held for review",
-            extra={"idempotency_key": key, "reason": message.reason.model_dump(), "message_id": message_id},
+            extra={
+                "idempotency_key": message.idempotency_key,
+                "reason": message.reason.model_dump(),
+                "message_id": message_id,
+            },
         )
-        return answers.held_for_review(key, usage, message.reason)
+        return answers.held_for_review(fields, message.reason)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from . import answers, observability
 from .config import Settings
 from .dedup import DedupLedger, DedupRecordInProgress, dedup_request
+from .kinds import RecordKind, answer_fields
 from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, DeliveryState, FailureReason, QueuedRecord
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
@@ -46,14 +47,29 @@ class RetryLater(Exception):
 
 
 class RetryWorker:
-    def __init__(self, settings: Settings, gateway: StripeGateway, queues: RecordQueues, ledger: DedupLedger) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: StripeGateway,
+        queues: RecordQueues,
+        ledgers: dict[str, DedupLedger],
+        kinds: dict[str, RecordKind],
+    ) -> None:
+        """``ledgers`` and ``kinds``: by kind name (each kind has its own dedup scope)."""
         self._settings = settings
         self._gateway = gateway
         self._queues = queues
-        self._ledger = ledger
+        self._ledgers = ledgers
+        self._kinds = kinds
         self._stripe_call_seconds = worst_case_seconds(settings) + settings.stripe_budget_reserve_seconds
         self._context: LambdaContext | None = None
         self._rate_limited = False
+
+    def _ledger(self, message: QueuedRecord) -> DedupLedger:
+        return self._ledgers[message.kind]
+
+    def _fields(self, message: QueuedRecord) -> dict[str, Any]:
+        return answer_fields(self._kinds[message.kind], message.idempotency_key, message.stripe)
 
     def start_batch(self, context: LambdaContext) -> None:
         self._context = context
@@ -90,16 +106,14 @@ class RetryWorker:
         try:
             message = QueuedRecord.model_validate_json(body)
         except ValidationError as exc:
-            reason = FailureReason(
-                type="unreadable_message", message=f"not a queued usage record: {exc.errors()[0]['msg']}"
-            )
+            reason = FailureReason(type="unreadable_message", message=f"not a queued record: {exc.errors()[0]['msg']}")
             self._queues.send_unreadable_dead_letter(body, reason)
             observability.count("DeadLettered")
             logger.error("unreadable retry message dead-lettered", extra={"reason": reason.message})
             return
         request = dedup_request(message.client_id, message.idempotency_key, message.record)
         try:
-            answer = self._ledger.answer(request)
+            answer = self._ledger(message).answer(request)
         except DedupRecordInProgress:
             raise RetryLater(max(self._settings.retry_base_delay_seconds, 1), "ingest still holds this key") from None
         except IdempotencyValidationError:
@@ -162,10 +176,13 @@ class RetryWorker:
     def _attempt(
         self, message: QueuedRecord, request: dict[str, Any], attempt: DeliveryState, receive_count: int
     ) -> None:
-        key, usage = message.idempotency_key, message.stripe
-        self._ledger.store(request, {**answers.queued(key, usage, message.reason), "delivery": attempt.model_dump()})
+        key, kind = message.idempotency_key, self._kinds[message.kind]
+        fields = self._fields(message)
+        self._ledger(message).store(
+            request, {**answers.queued(fields, message.reason), "delivery": attempt.model_dump()}
+        )
         try:
-            stripe_id = self._gateway.create_usage_record(usage, attempt.stripe_idempotency_key)
+            stripe_id = kind.send(self._gateway, message.stripe, attempt.stripe_idempotency_key)
         except StripeDeliveryError as exc:
             # A refusal proves nothing was written under the key; any other failure may hide a write.
             done = attempt.model_copy(update={"attempt_started_at": None, "in_doubt": not exc.permanent})
@@ -174,7 +191,9 @@ class RetryWorker:
                 return
             if exc.permanent:
                 self._queues.send_dead_letter(_with(message, done, exc.reason))
-                self._ledger.store(request, {**answers.rejected(key, usage, exc.reason), "delivery": done.model_dump()})
+                self._ledger(message).store(
+                    request, {**answers.rejected(fields, exc.reason), "delivery": done.model_dump()}
+                )
                 observability.count("RetryRejected")
                 logger.warning("rejected by Stripe", extra={"idempotency_key": key, "reason": exc.reason.model_dump()})
                 return
@@ -187,7 +206,9 @@ class RetryWorker:
             self._transient(message, request, done, reason, receive_count)
             return
         done = attempt.model_copy(update={"attempt_started_at": None})
-        self._ledger.store(request, {**answers.reported(key, usage, stripe_id), "delivery": done.model_dump()})
+        self._ledger(message).store(
+            request, {**answers.reported(fields, {kind.id_field: stripe_id}), "delivery": done.model_dump()}
+        )
         observability.count("RetryReported")
         logger.info(
             "reported on retry", extra={"idempotency_key": key, "stripe_id": stripe_id, "attempts": done.attempts}
@@ -205,8 +226,12 @@ class RetryWorker:
             final = reason.model_copy(update={"message": f"gave up after {state.attempts} attempts: {reason.message}"})
             self._to_operator(message, request, state, final)
             return
-        self._ledger.store(
-            request, {**answers.queued(message.idempotency_key, message.stripe, reason), "delivery": state.model_dump()}
+        self._ledger(message).store(
+            request,
+            {
+                **answers.queued(self._fields(message), reason),
+                "delivery": state.model_dump(),
+            },
         )
         raise RetryLater(self.backoff_seconds(receive_count), reason.type)
 
@@ -224,11 +249,11 @@ class RetryWorker:
             raise RetryLater(self.backoff_seconds(1), f"dead-letter queue unavailable: {exc}") from exc
         if reason.type != "dedup_mismatch":  # never overwrite another payload's answer
             answer = (
-                answers.held_for_review(message.idempotency_key, message.stripe, reason)
+                answers.held_for_review(self._fields(message), reason)
                 if state.in_doubt and reason.type in REVIEW_REASONS
-                else answers.queued(message.idempotency_key, message.stripe, reason)
+                else answers.queued(self._fields(message), reason)
             )
-            self._ledger.store(request, {**answer, "delivery": state.model_dump()})
+            self._ledger(message).store(request, {**answer, "delivery": state.model_dump()})
         observability.count("DeadLettered")
         logger.warning(
             "dead-lettered", extra={"idempotency_key": message.idempotency_key, "reason": reason.model_dump()}

@@ -14,7 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, FailureReason, StripeUsage
+from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, FailureReason, StripeMeterEvent, StripeUsage
 from .secrets import SecretSource, SecretUnavailable
 
 if TYPE_CHECKING:
@@ -76,6 +76,19 @@ def classify(error: Exception) -> StripeDeliveryError:
             stripe_request_id=request_id,
         )
         return StripeDeliveryError(reason, permanent=False, needs_review=True)
+    if status == 400 and "legacy metered billing" in str(message):
+        # Basil-era prices: the item bills through a meter. A refusal, with a name that says what to do.
+        reason = FailureReason(
+            type="usage_records_unsupported",
+            code=code,
+            message=(
+                f"{message} This subscription item is billed through a Billing meter: report its usage with "
+                "POST /v1/meter_events (or mirror usage records to meter events; see README)."
+            ),
+            http_status=status,
+            stripe_request_id=request_id,
+        )
+        return StripeDeliveryError(reason, permanent=True)
     if isinstance(error, stripe.APIConnectionError) or status is None:
         kind, permanent = "stripe_unreachable", False
     elif isinstance(error, stripe.RateLimitError) or status == 429:
@@ -89,7 +102,10 @@ def classify(error: Exception) -> StripeDeliveryError:
         kind, permanent = "stripe_auth_failed", False
     else:
         kind, permanent = "stripe_error", True
-    reason = FailureReason(type=kind, code=code, message=str(message), http_status=status, stripe_request_id=request_id)
+    param = getattr(stripe_error, "param", None)
+    reason = FailureReason(
+        type=kind, code=code, param=param, message=str(message), http_status=status, stripe_request_id=request_id
+    )
     return StripeDeliveryError(reason, permanent=permanent)
 
 
@@ -104,7 +120,10 @@ class StripeGateway:
         if not key.startswith(allowed):
             # Never let a test deployment bill real customers, nor a live one report into a sandbox.
             raise SecretUnavailable(f"the Stripe API key does not match STRIPE_MODE={self._settings.stripe_mode}")
-        return _build_client(key, self._settings)
+        settings = self._settings
+        return _build_client(
+            key, settings.stripe_api_base, settings.stripe_max_network_retries, settings.stripe_timeout_seconds
+        )
 
     def create_usage_record(self, usage: StripeUsage, idempotency_key: str) -> str:
         """Report ``usage``; the Stripe usage record id, or ``StripeDeliveryError``."""
@@ -126,17 +145,38 @@ class StripeGateway:
         record = client.deserialize(response, api_mode="V1")
         return str(record["id"])
 
+    def create_meter_event(self, event: StripeMeterEvent, idempotency_key: str) -> str:
+        """Report ``event``; its identifier, or ``StripeDeliveryError``. A second event with the same
+        identifier is refused by Stripe ("An event already exists with identifier ..."): that event is
+        ours, already delivered, so it counts as delivered."""
+        import stripe
+
+        client = self._client()
+        params: dict[str, Any] = {
+            "event_name": event.event_name,
+            "payload": event.payload,
+            "identifier": event.identifier,
+            "timestamp": event.timestamp,
+        }
+        try:
+            client.v1.billing.meter_events.create(params=params, options={"idempotency_key": idempotency_key})  # type: ignore[arg-type]
+        except stripe.InvalidRequestError as exc:
+            if "already exists with identifier" in str(getattr(exc, "user_message", None) or exc):
+                return event.identifier
+            raise classify(exc) from exc
+        except stripe.StripeError as exc:
+            raise classify(exc) from exc
+        return event.identifier
+
 
 @functools.lru_cache(maxsize=2)  # rebuilt only when the key rotates
-def _build_client(api_key: str, settings: Settings) -> stripe.StripeClient:
+def _build_client(api_key: str, api_base: str | None, max_retries: int, timeout_seconds: float) -> stripe.StripeClient:
     import stripe
 
-    base: dict[str, Any] = {}
-    if settings.stripe_api_base:
-        base = {"api": settings.stripe_api_base, "meter_events": settings.stripe_api_base}
+    base: dict[str, Any] = {"api": api_base, "meter_events": api_base} if api_base else {}
     return stripe.StripeClient(
         api_key,
         base_addresses=base,  # type: ignore[arg-type]
-        max_network_retries=settings.stripe_max_network_retries,
-        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+        max_network_retries=max_retries,
+        http_client=stripe.RequestsClient(timeout=timeout_seconds),
     )

@@ -11,8 +11,9 @@ from .config import get_settings
 from .secrets import SecretSource
 
 if TYPE_CHECKING:
+    from .kinds import RecordKind
     from .queues import RecordQueues
-    from .reporting import UsageReporter
+    from .reporting import Reporter
     from .retrying import RetryWorker
     from .stripe_gateway import StripeGateway
 
@@ -56,13 +57,28 @@ def stripe_gateway() -> StripeGateway:
 
 
 @functools.cache
-def reporter() -> UsageReporter:
+def kinds() -> dict[str, RecordKind]:
+    """Every record kind, by name."""
+    from .kinds import MeterEvents, UsageRecords
+
+    return {kind.name: kind for kind in (UsageRecords(), MeterEvents(get_settings()))}
+
+
+@functools.cache
+def reporter() -> Reporter:
     from .dedup import DeliveryPlans, persistence_layer
-    from .reporting import UsageReporter
+    from .reporting import Reporter
 
     settings = get_settings()
     plans = DeliveryPlans(settings, aws.client("dynamodb"))
-    return UsageReporter(settings, stripe_gateway(), queues(), persistence_layer(settings), plans)
+    return Reporter(
+        settings,
+        gateway=stripe_gateway(),
+        queues=queues(),
+        persistence=lambda: persistence_layer(settings),
+        plans=plans,
+        kinds=list(kinds().values()),
+    )
 
 
 @functools.cache
@@ -71,10 +87,14 @@ def retry_worker() -> RetryWorker:
     from .retrying import RetryWorker
 
     settings = get_settings()
-    return RetryWorker(settings, stripe_gateway(), queues(), DedupLedger(settings, persistence_layer(settings)))
+    ledgers = {
+        name: DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix)
+        for name, kind in kinds().items()
+    }
+    return RetryWorker(settings, stripe_gateway(), queues(), ledgers, kinds())
 
 
 def reset() -> None:
     """Forget everything built from the environment (tests and the local server change it)."""
-    for cached in (get_settings, aws.client, authenticator, queues, stripe_gateway, reporter, retry_worker):
+    for cached in (get_settings, aws.client, authenticator, queues, stripe_gateway, kinds, reporter, retry_worker):
         cached.cache_clear()

@@ -2,7 +2,7 @@
 
 It answers what Stripe answers where it matters for billing correctness, checked against Stripe's
 published OpenAPI spec (stripe/openapi) and Stripe's documented behaviour. It keeps a ledger of
-accepted usage records, which is what tests assert on.
+accepted usage records and one of accepted meter events, which is what tests assert on.
 
 **The endpoint.** ``POST /v1/subscription_items/{si}/usage_records``, Bearer auth, form-encoded
 parameters (a body of another Content-Type is not read, as Stripe's v1 API reads only forms):
@@ -66,20 +66,79 @@ another path) is 400 ``idempotency_error``; a key whose request is still executi
 resets, latency before the endpoint, a slow endpoint (the key in flight meanwhile), and failures
 *after* the record was written (the nasty case).
 
+**Billing meters.** ``POST /v1/billing/meter_events`` (form: ``event_name``, ``payload[<key>]``, ``identifier``,
+``timestamp``, ``expand``; event_name and identifier at most 100 characters) runs Stripe's checks in this order: an
+active meter has the event_name; no event accepted in the last 24 hours holds the identifier (one is generated when
+none is sent); the payload has the meter's customer key and value key; the value is a decimal (``-?[0-9]+(.[0-9]+)?``,
+ASCII, no exponent: negative usage is allowed, as Stripe documents; ``decimal_meter_values=False`` takes whole numbers
+only) of at most 15 significant digits under ``2026-04-22.dahlia`` or later; the timestamp (default: now) is at most 35
+days before and 5 minutes after now; the customer exists (``unknown_customers_async=True``: accepted, then reported
+as an error). It answers the ``billing.meter_event`` object (no id) and appends a ``MeterEvent`` (its value a
+``Decimal``) to ``meter_events``; ``meter_total(event_name, customer, start=, end=)`` applies the meter's
+aggregation (``sum``, ``count``, ``last``: the latest timestamp) to the events not cancelled.
+``POST /v1/billing/meter_event_adjustments`` (``event_name``, ``type=cancel``, ``cancel[identifier]``) cancels an
+event received in the last 24 hours and answers ``status: pending`` (as Stripe's example; the fake applies it at
+once). Both are v1 POSTs with Idempotency-Keys as above. ``GET /v1/billing/meters/{id}`` answers a meter.
+
+``POST /v2/billing/meter_event_session`` (secret key, JSON) answers a token valid for 15 minutes (``created`` and
+``expires_at`` in RFC 3339). ``POST /v2/billing/meter_event_stream`` (``Bearer <token>``, ``{"events": [...]}``, at
+most 100) checks only the body's shape and answers ``{}``: the events are validated, as Stripe does later, when
+``process_meter_event_stream()`` runs (``deliver_error_reports`` runs it first). Valid events join the ledger, an
+identifier already held is dropped, and invalid ones become ``meter_errors`` with Stripe's codes (``no_meter``,
+``archived_meter``, ``meter_event_no_customer_defined``, ``meter_event_customer_not_found``,
+``meter_event_value_not_found``, ``meter_event_invalid_value``, ``meter_event_value_too_many_digits``,
+``timestamp_too_far_in_past``, ``timestamp_in_future``). ``expire_sessions()`` ends every session, as 15 minutes do.
+
+**Error reports.** ``deliver_error_reports(url, endpoint_secret)`` creates a ``v2.core.event`` per meter with errors
+not reported (``v1.billing.meter.error_report_triggered``, ``related_object`` the meter) and one for event names no
+meter has (``v1.billing.meter.no_meter_found``), POSTs each thin notification (no ``data``) signed as Stripe signs,
+``Stripe-Signature: t=<unix now>,v1=<hex HMAC-SHA256 of "<t>.<body>">``, sends again events no 2xx acknowledged,
+and returns the ``Delivery`` list (event id, type, status; 0 for no answer). ``GET /v2/core/events/{id}`` answers
+the event with ``data``: a summary and each failing event's identifier under ``reason.error_types[].sample_errors``.
+
+====  =========================  ===================================  ========  ==============================  =====
+HTTP  type                       code                                 param     meter endpoints: when           saved
+====  =========================  ===================================  ========  ==============================  =====
+400   invalid_request_error      parameter_missing/unknown/...        the name  as above (v1 forms)             no
+400   invalid_request_error                                           the name  event_name/identifier > 100     no
+400   invalid_request_error                                                     no active meter for event_name  yes
+400   invalid_request_error                                                     identifier held (should-retry   yes
+                                                                                false), payload, value, time,
+                                                                                unknown customer
+400   invalid_request_error                                                     cancel: unknown, cancelled, or  yes
+                                                                                received 24 hours ago or more
+404   invalid_request_error      resource_missing                     id        unknown meter or v2 event       no
+400   invalid_request_error      invalid_fields                                 stream body, over 100 events    no
+401   invalid_request_error      unauthorized                                   stream token unknown            no
+401   temporary_session_expired  billing_meter_event_session_expired            stream token expired            no
+====  =========================  ===================================  ========  ==============================  =====
+
+v2 errors are ``{"error": {"type", "code", "message", "doc_url"}}``. Faults without a ``subscription_item`` apply to
+these endpoints too. Messages are Stripe's where known (no active meter, identifier held, 35 days, 15 digits,
+customer mapping key, no meter found, session expired); the rest are the fake's own.
+
 **Control endpoints** (no auth; tests call the methods directly): ``GET /_fake/ledger``;
 ``POST /_fake/faults`` (``kind``, ``status``, ``seconds``, ``times``, ``subscription_item``);
 ``GET|POST /_fake/subscription_items/<si>/billing_period`` (POST with ``start`` and ``end``, unix
 seconds); ``POST /_fake/subscription_items/<si>/roll_over`` (optional ``at``, default now). Period
-answers are ``{"subscription_item", "current_period_start", "current_period_end"}``.
+answers are ``{"subscription_item", "current_period_start", "current_period_end"}``. Meters:
+``POST /_fake/meters`` (``event_name``, ``customer_key``, ``value_key``, ``aggregation``, ``active``),
+``POST /_fake/meters/<id or event_name>/deactivate``, ``POST /_fake/customers`` (``customers=cus_a,cus_b``),
+``GET /_fake/meter_events``, ``GET /_fake/meter_errors``, ``POST /_fake/meter_event_stream/process``,
+``POST /_fake/meter_event_sessions/expire``, ``POST /_fake/error_reports`` (``url``, ``secret``).
 
 **Layout.** ``rules`` (Stripe's rules: versions, forms, parameters, timestamps, periods, error replies),
 ``faults``, ``idempotency``, ``account`` (the state, and the controls over it), ``fake`` (``FakeStripe``:
-the API over the account), ``server`` (the HTTP transport); ``python -m tests.harness.fake_stripe`` serves it.
+the API over the account), ``server`` (the HTTP transport); for meters ``meter_rules`` (their rules),
+``meter_objects``, ``metering`` (meters, customers, ledger, errors), ``meter_stream`` (sessions, the stream),
+``thin_events`` (error reports), ``meter_api`` (the endpoints), ``meter_control`` (the controls);
+``python -m tests.harness.fake_stripe`` serves it.
 """
 
 from .account import FakeAccount
 from .fake import FakeStripe
 from .faults import FAULT_KINDS, Fault
+from .meter_objects import Meter, MeterError, MeterEvent
 from .rules import (
     ACCOUNT_DEFAULT_VERSION,
     DAY,
@@ -96,6 +155,7 @@ from .rules import (
     parse_integer,
     stripe_error,
 )
+from .thin_events import Delivery, signature_header
 
 __all__ = [
     "ACCOUNT_DEFAULT_VERSION",
@@ -106,14 +166,19 @@ __all__ = [
     "USAGE_RECORDS_PATH",
     "USAGE_RECORD_PARAMS",
     "BillingPeriod",
+    "Delivery",
     "FakeAccount",
     "FakeStripe",
     "Fault",
+    "Meter",
+    "MeterError",
+    "MeterEvent",
     "Params",
     "Reply",
     "UsageParams",
     "is_stripe_version",
     "parse_form",
     "parse_integer",
+    "signature_header",
     "stripe_error",
 ]

@@ -9,12 +9,16 @@ from typing import Any
 
 from .faults import FAULT_KINDS, Fault, FaultQueue
 from .idempotency import IdempotencyKeys
+from .meter_stream import MeterStream
+from .metering import Metering
 from .rules import DAY, USAGE_RECORDS_PATH, BillingPeriod, Params, Reply, parse_integer, stripe_error
+from .thin_events import ErrorReports
 
 
 class FakeAccount:
     """Subscription items and their billing periods, the ledger of accepted usage records, the requests
-    received, the faults queued and the results saved for Idempotency-Keys; one lock guards them all."""
+    received, the faults queued, the results saved for Idempotency-Keys, and the Billing meters (``metering``,
+    ``meter_stream``, ``error_reports``); one lock guards them all."""
 
     def __init__(
         self,
@@ -34,6 +38,9 @@ class FakeAccount:
         self._lock = threading.RLock()
         self._faults = FaultQueue(self._lock)
         self._idempotency = IdempotencyKeys(self._lock)
+        self.metering = Metering(self._lock, self._time)
+        self.meter_stream = MeterStream(self.metering)
+        self.error_reports = ErrorReports(self.metering)
         self.add_subscription_items(*subscription_items)
 
     @property
@@ -43,6 +50,10 @@ class FakeAccount:
 
     def now(self) -> int:
         return int(self.clock())
+
+    def _time(self) -> float:
+        """The clock, read late: a test may replace ``clock``."""
+        return self.clock()
 
     def add_subscription_items(self, *items: str) -> None:
         """Items that exist; a new one's period is ``period_seconds`` long, begun ``period_elapsed_seconds`` ago."""
@@ -97,6 +108,9 @@ class FakeAccount:
             self.requests.clear()
             self._faults.clear()
             self._idempotency.clear()
+            self.metering.reset()
+            self.meter_stream.reset()
+            self.error_reports.reset()
 
     def usage_requests(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime
+import json
 import secrets
 import time
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
+from typing import Any
 
 from .account import FakeAccount, answer_control
 from .faults import Fault
+from .meter_api import MeterApi, is_meter_route
+from .meter_control import MeterControls, answer_meter_control
+from .meter_rules import METER_EVENT_STREAM_PATH, v2_error
 from .rules import (
     ACCOUNT_DEFAULT_VERSION,
     DAY,
@@ -27,8 +32,19 @@ from .rules import (
 )
 from .server import serve
 
+_INVALID_JSON = object()  # a v2 body that does not parse
 
-class FakeStripe(FakeAccount):
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return _INVALID_JSON
+
+
+class FakeStripe(FakeAccount, MeterControls):
+    """The fake Stripe API (see the package's docstring); ``start()`` serves it over HTTP."""
+
     def __init__(
         self,
         *,
@@ -39,6 +55,8 @@ class FakeStripe(FakeAccount):
         future_tolerance_seconds: int = 0,
         period_seconds: int = 30 * DAY,
         period_elapsed_seconds: int = 15 * DAY,
+        decimal_meter_values: bool = True,
+        unknown_customers_async: bool = False,
     ) -> None:
         self.api_key = api_key
         self.account_version = account_version
@@ -50,6 +68,9 @@ class FakeStripe(FakeAccount):
             period_seconds=period_seconds,
             period_elapsed_seconds=period_elapsed_seconds,
         )
+        self.metering.decimal_values = decimal_meter_values
+        self.metering.unknown_customers_async = unknown_customers_async
+        self.meter_api = MeterApi(self.metering, self.meter_stream, self.error_reports, self._idempotency)
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -75,16 +96,24 @@ class FakeStripe(FakeAccount):
         """One API request; a ``Fault`` back means the transport must misbehave as it says."""
         route, _, query = path.partition("?")
         content_type = headers.get("content-type", "application/x-www-form-urlencoded").split(";")[0].strip()
-        body = raw_body.decode("utf-8", errors="replace") if content_type == "application/x-www-form-urlencoded" else ""
-        params = parse_form(body)
-        subscription_item = usage_item(route)
+        text = raw_body.decode("utf-8", errors="replace")
+        params = parse_form(text) if content_type == "application/x-www-form-urlencoded" else {}
+        v2 = route.startswith("/v2/")  # v2 reads JSON bodies, v1 forms only
+        document = _json(text) if v2 and content_type == "application/json" else None
         with self._lock:
-            self.requests.append({"method": method, "path": path, "headers": headers, "params": params})
+            logged = params if document is None or document is _INVALID_JSON else document
+            self.requests.append({"method": method, "path": path, "headers": headers, "params": logged})
         if route.startswith("/_fake/"):
-            return answer_control(self, method, route, {**parse_form(query), **params})
+            control = {**parse_form(query), **params}
+            return answer_meter_control(self, method, route, control) or answer_control(self, method, route, control)
 
-        if headers.get("authorization", "") != f"Bearer {self.api_key}":
+        if route == METER_EVENT_STREAM_PATH:  # authenticated by a meter event session's token
+            refusal = self.meter_stream.refusal(headers.get("authorization", ""))
+            if refusal:
+                return refusal
+        elif headers.get("authorization", "") != f"Bearer {self.api_key}":
             return stripe_error(401, "Invalid API Key provided")
+        subscription_item = usage_item(route)
         fault = self._faults.next_for(subscription_item)
         if fault and fault.kind == "status":
             return fault.refusal()
@@ -96,15 +125,17 @@ class FakeStripe(FakeAccount):
         version = headers.get("stripe-version") or self.account_version
         if not is_stripe_version(version, datetime.datetime.fromtimestamp(self.now(), datetime.UTC).date()):
             return stripe_error(400, f"Invalid Stripe API version: {version}")
-        if method != "POST" or subscription_item is None or version[:10] >= FIRST_VERSION_WITHOUT_USAGE_RECORDS:
+        slow = fault if fault and fault.kind == "slow" else None
+        key = headers.get("idempotency-key")
+        if is_meter_route(route):
+            if document is _INVALID_JSON:
+                return v2_error(400, "invalid_request_error", "invalid_json", "The request body is not valid JSON.")
+            meter_reply = self.meter_api.answer(method, route, params, document, key, version, slow)
+            reply = meter_reply or unknown_url(method, route)
+        elif method != "POST" or subscription_item is None or version[:10] >= FIRST_VERSION_WITHOUT_USAGE_RECORDS:
             return unknown_url(method, route)
-        reply = self._create_usage_record(
-            subscription_item,
-            route,
-            params,
-            headers.get("idempotency-key"),
-            fault if fault and fault.kind == "slow" else None,
-        )
+        else:
+            reply = self._create_usage_record(subscription_item, route, params, key, slow)
         if fault and fault.kind == "after_commit":
             return fault.after_commit(reply)
         return reply

@@ -45,6 +45,18 @@ def stripe_error(status: int, message: str, *, type_: str = "invalid_request_err
     return Reply(status, {"error": {"type": type_, "message": message, **extra}})
 
 
+def invalid_empty(name: str) -> Reply:
+    """Stripe's refusal of an empty value for a parameter that cannot be unset."""
+    return stripe_error(
+        400,
+        f"You passed an empty string for '{name}'. We assume empty values are an attempt to unset a "
+        f"parameter; however '{name}' cannot be unset. You should remove '{name}' from your request or "
+        "supply a non-empty value.",
+        code="parameter_invalid_empty",
+        param=name,
+    )
+
+
 def unknown_url(method: str, route: str) -> Reply:
     """Stripe's answer for a path the request's API version does not have."""
     return stripe_error(
@@ -143,14 +155,7 @@ def usage_params(params: Params) -> UsageParams | Reply:
         return stripe_error(400, "Missing required param: quantity.", code="parameter_missing", param="quantity")
     for name in ("quantity", "timestamp", "action"):
         if params.get(name) == "":
-            return stripe_error(
-                400,
-                f"You passed an empty string for '{name}'. We assume empty values are an attempt to unset a "
-                f"parameter; however '{name}' cannot be unset. You should remove '{name}' from your request or "
-                "supply a non-empty value.",
-                code="parameter_invalid_empty",
-                param=name,
-            )
+            return invalid_empty(name)
     raw_quantity, raw_timestamp = params["quantity"], params.get("timestamp", "now")
     quantity = parse_integer(raw_quantity) if isinstance(raw_quantity, str) else None
     if quantity is None:

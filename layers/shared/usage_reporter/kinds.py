@@ -1,0 +1,119 @@
+"""Record kinds: what differs between a legacy usage record and a Billing meter event.
+
+Everything else (authentication, validation errors, dedup, the delivery plan, queue messages, the
+retry worker, dead letters, replays, metrics) is shared and takes a kind, the way Powertools'
+idempotency takes a persistence layer. A kind knows its dedup scope, how it derives the Stripe
+Idempotency-Key (and a meter event's identifier), the exact Stripe parameters for a record, how to
+send them, and which fields its answers carry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol
+
+from .config import MeterKeys, Settings
+from .meter_event_models import MeterEvent
+from .models import RecordKindName, StripeMeterEvent, StripeUsage, UsageRecord
+from .stripe_gateway import StripeGateway
+
+
+def _digest(client_id: str, idempotency_key: str) -> str:
+    return hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
+
+
+class RecordKind(Protocol):
+    name: RecordKindName
+    key_prefix: str  # the dedup records' prefix: a key is scoped to its client and its kind
+    id_field: str  # the answer's field for what Stripe gave back
+
+    def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str: ...
+
+    def stripe_params(self, record: Any, client_id: str, received_at: int) -> StripeUsage | StripeMeterEvent: ...
+
+    def send(self, gateway: StripeGateway, params: Any, idempotency_key: str) -> str: ...
+
+    def answer_fields(self, params: Any) -> dict[str, Any]: ...
+
+
+class UsageRecords:
+    """Legacy usage records: ``POST /v1/subscription_items/{si}/usage_records``."""
+
+    name: RecordKindName = "usage_record"
+    key_prefix = "usage-record"
+    id_field = "stripe_id"
+
+    def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str:
+        return f"usage-record-{_digest(client_id, idempotency_key)}"
+
+    def stripe_params(self, record: UsageRecord, client_id: str, received_at: int) -> StripeUsage:
+        return StripeUsage(
+            subscription_item=record.subscription_item,
+            quantity=record.quantity,
+            timestamp=record.resolved_timestamp(received_at),
+            action=record.action,
+        )
+
+    def send(self, gateway: StripeGateway, params: StripeUsage, idempotency_key: str) -> str:
+        return gateway.create_usage_record(params, idempotency_key)
+
+    def answer_fields(self, params: StripeUsage) -> dict[str, Any]:
+        return params.model_dump()
+
+
+class MeterEvents:
+    """Billing meter events: ``POST /v1/billing/meter_events``, with an identifier Stripe keeps unique."""
+
+    name: RecordKindName = "meter_event"
+    key_prefix = "meter-event"
+    id_field = "stripe_identifier"
+
+    def __init__(self, settings: Settings) -> None:
+        self._keys = settings.meter_event_keys
+        self._default_keys = MeterKeys.model_validate({})
+
+    def keys(self, event_name: str) -> MeterKeys:
+        """The meter's customer and value payload keys (Stripe's defaults unless configured)."""
+        return self._keys.get(event_name, self._default_keys)
+
+    def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str:
+        # Also the event's identifier (at most 100 characters): Stripe refuses a second event with it.
+        return f"meter-event-{_digest(client_id, idempotency_key)}"
+
+    def customer_problem(self, event: MeterEvent) -> str | None:
+        """Why the event names no customer, or None."""
+        keys = self.keys(event.event_name)
+        if event.customer is None and keys.customer_key not in event.payload:
+            return f"customer is required (or payload[{keys.customer_key!r}], the meter's customer key)"
+        return None
+
+    def stripe_params(self, record: MeterEvent, client_id: str, received_at: int) -> StripeMeterEvent:
+        keys = self.keys(record.event_name)
+        payload = dict(record.payload)
+        if record.customer is not None:
+            payload[keys.customer_key] = record.customer
+        payload[keys.value_key] = record.value
+        return StripeMeterEvent(
+            event_name=record.event_name,
+            payload=payload,
+            identifier=self.stripe_idempotency_key(client_id, record.idempotency_key),
+            timestamp=received_at if record.timestamp == "now" else int(record.timestamp),
+        )
+
+    def send(self, gateway: StripeGateway, params: StripeMeterEvent, idempotency_key: str) -> str:
+        return gateway.create_meter_event(params, idempotency_key)
+
+    def answer_fields(self, params: StripeMeterEvent) -> dict[str, Any]:
+        keys = self.keys(params.event_name)
+        return {
+            "event_name": params.event_name,
+            "customer": params.payload.get(keys.customer_key),
+            "value": params.payload.get(keys.value_key),
+            "timestamp": params.timestamp,
+        }
+
+
+def answer_fields(kind: RecordKind, idempotency_key: str, params: StripeUsage | StripeMeterEvent) -> dict[str, Any]:
+    """The record's fields in every answer about it."""
+    return {"idempotency_key": idempotency_key, **kind.answer_fields(params)}
