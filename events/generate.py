@@ -57,6 +57,29 @@ EVENTS: dict[str, tuple[str, str, str, int, str]] = {
         422,
         "Stripe rejects it for good (no such subscription item): dead-letter queue",
     ),
+    "meter-event.json": (
+        "/v1/meter_events",
+        json.dumps(
+            {
+                "idempotency_key": "invoice-2026-11-acme-requests",
+                "event_name": "api_requests",
+                "customer": "cus_demo",
+                "value": "12.5",
+            }
+        ),
+        DEMO_CLIENT_SECRET,
+        200,
+        "a Billing meter event with a decimal value, reported",
+    ),
+    "meter-event-unknown-meter.json": (
+        "/v1/meter_events",
+        json.dumps(
+            {"idempotency_key": "unknown-meter-1", "event_name": "no_such_meter", "customer": "cus_demo", "value": 1}
+        ),
+        DEMO_CLIENT_SECRET,
+        422,
+        "Stripe rejects it for good (no active meter for the event name): dead-letter queue",
+    ),
     "usage-bad-signature.json": ("/v1/usage", json.dumps(RECORD), "not-the-secret", 401, "signed with a wrong secret"),
 }
 

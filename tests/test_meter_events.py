@@ -224,3 +224,32 @@ def test_event_names_can_be_restricted_per_client(metered: Deployment) -> None:
     assert metered.stripe.requests == []
     metered.stripe.add_meter("team_a_calls")
     assert metered.post("/v1/meter_events", event(event_name="team_a_calls"), client=RESTRICTED_CLIENT).status == 200
+
+
+def test_a_usage_record_for_a_meter_billed_item_is_refused_with_its_own_type(metered: Deployment) -> None:
+    metered.stripe.add_subscription_items("si_basilPrice", legacy_metered=False)
+
+    response = metered.post("/v1/usage", record("u1", subscription_item="si_basilPrice"))
+
+    assert (response.status, response.body["status"]) == (422, "rejected")
+    assert response.body["error"]["type"] == "usage_records_unsupported"
+    assert "/v1/meter_events" in response.body["error"]["message"]
+    [letter] = metered.dead_letters()
+    assert letter["Body"]["reason"]["type"] == "usage_records_unsupported"
+
+
+def test_the_dead_letter_list_shows_the_kind(
+    metered: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usage_reporter.dead_letters import main
+
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", metered.dead_letter_queue_url)
+    monkeypatch.setenv("RETRY_QUEUE_URL", metered.retry_queue_url)
+    metered.post("/v1/meter_events", event(event_name="no_such_meter"))
+    metered.post("/v1/usage", record("u1", subscription_item="si_missing"))
+
+    main(["list"])
+    listed = capsys.readouterr().out
+
+    assert "meter_event  stripe_error" in listed and "event=no_such_meter" in listed
+    assert "usage_record  stripe_error/resource_missing" in listed and "item=si_missing" in listed

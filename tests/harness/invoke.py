@@ -22,7 +22,6 @@ from typing import Any
 
 from usage_reporter.auth import compute_signature, sign
 
-from .fake_stripe import FakeStripe
 from .lambda_runtime import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -32,7 +31,7 @@ from .lambda_runtime import (
     load_handler,
     local_environment,
 )
-from .local_api import DEMO_ITEMS
+from .local_api import demo_fake_stripe
 
 
 def _shifted(record: Any, seconds: int) -> Any:
@@ -96,7 +95,7 @@ def invoke(event: dict[str, Any], *, function: str | None = None, as_is: bool = 
     )
     os.environ.pop("AWS_ENDPOINT_URL", None)
     real_key = os.environ.pop("STRIPE_API_KEY", None)
-    fake = None if real_key else FakeStripe(api_key=FAKE_STRIPE_KEY, subscription_items=DEMO_ITEMS)
+    fake = None if real_key else demo_fake_stripe()
     with mock_aws():
         stack, env = local_environment(
             stripe_api_key=real_key or FAKE_STRIPE_KEY,

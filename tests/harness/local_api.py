@@ -39,6 +39,16 @@ from .lambda_runtime import (
 )
 
 DEMO_ITEMS = ("si_demo", "si_demo2")
+DEMO_METER = "api_requests"  # a meter (sum of "value" per "stripe_customer_id") the local fake Stripe has
+DEMO_CUSTOMER = "cus_demo"
+
+
+def demo_fake_stripe() -> FakeStripe:
+    """The local fake Stripe: the demo subscription items, meter and customer."""
+    fake = FakeStripe(api_key=FAKE_STRIPE_KEY, subscription_items=DEMO_ITEMS)
+    fake.add_meter(DEMO_METER)
+    fake.add_customers(DEMO_CUSTOMER)
+    return fake
 
 
 def free_port() -> int:
@@ -94,7 +104,7 @@ def start_backends(retry_delay_seconds: int | None = None, *, aws_faults: bool =
     if real_key:
         stripe_key, stripe_base = real_key, None
     else:
-        fake = FakeStripe(api_key=FAKE_STRIPE_KEY, subscription_items=DEMO_ITEMS)
+        fake = demo_fake_stripe()
         stripe_key, stripe_base = FAKE_STRIPE_KEY, fake.start()
     stack, env = local_environment(stripe_api_key=stripe_key, stripe_api_base=stripe_base)
     if retry_delay_seconds is not None:
@@ -187,13 +197,14 @@ def main() -> None:
     example = {"idempotency_key": "order-1001-api-calls", "subscription_item": DEMO_ITEMS[0], "quantity": 3}
     fake = backends["fake_stripe"]
     stripe_line = (
-        f"fake Stripe at {fake.url} (ledger: {fake.url}/_fake/ledger; items: {', '.join(DEMO_ITEMS)})"
+        f"fake Stripe at {fake.url} (ledger: {fake.url}/_fake/ledger; items: {', '.join(DEMO_ITEMS)};"
+        f" meter {DEMO_METER} with customer {DEMO_CUSTOMER}: {fake.url}/_fake/meter_events)"
         if fake
         else "real Stripe (test mode key from STRIPE_API_KEY)"
     )
     print(
         f"""
-stripe-usage-reporter listening on {url}  (POST /v1/usage, POST /v1/usage/batch)
+stripe-usage-reporter listening on {url}  (POST /v1/usage[/batch], POST /v1/meter_events[/batch])
   AWS (moto, from template.yaml): {backends["moto_url"]}  table {backends["env"]["IDEMPOTENCY_TABLE_NAME"]}
   Stripe: {stripe_line}
   client: {DEMO_CLIENT_ID} / secret {DEMO_CLIENT_SECRET}

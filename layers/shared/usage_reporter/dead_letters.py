@@ -88,6 +88,8 @@ def describe(message: dict[str, Any]) -> dict[str, Any]:
         "idempotency_key": body.get("idempotency_key"),
         "subscription_item": (body.get("stripe") or {}).get("subscription_item"),
         "quantity": (body.get("stripe") or {}).get("quantity"),
+        "event_name": (body.get("stripe") or {}).get("event_name"),
+        "payload": (body.get("stripe") or {}).get("payload"),
         "reason_type": reason.get("type"),
         "reason_code": reason.get("code"),
         "reason": reason.get("message"),
@@ -186,11 +188,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             print(json.dumps(messages, indent=2))
         for m in [] if args.json else messages:
+            what = (
+                f"event={m['event_name']} payload={json.dumps(m['payload'])}"
+                if m["kind"] == "meter_event"
+                else f"item={m['subscription_item']} qty={m['quantity']}"
+            )
+            code = f"/{m['reason_code']}" if m["reason_code"] else ""
             print(
-                f"{m['message_id']}  {m['reason_type']}{'/' + m['reason_code'] if m['reason_code'] else ''}  "
-                f"client={m['client_id']} key={m['idempotency_key']} item={m['subscription_item']} "
-                f"qty={m['quantity']} attempts={m['attempts']} age={m['age_hours']}h"
-                f"{' MAY-BE-IN-STRIPE' if m['in_doubt'] else ''}\n    {m['reason']}"
+                f"{m['message_id']}  {m['kind']}  {m['reason_type']}{code}"
+                f"  client={m['client_id']} key={m['idempotency_key']} {what} attempts={m['attempts']}"
+                f" age={m['age_hours']}h{' MAY-BE-IN-STRIPE' if m['in_doubt'] else ''}\n    {m['reason']}"
             )
         if not args.json:
             print(f"{len(messages)} message(s)")

@@ -32,6 +32,8 @@ class FakeAccount:
         self.period_seconds = period_seconds
         self.period_elapsed_seconds = period_elapsed_seconds
         self.subscription_items: set[str] = set()
+        # Items on a price created with a meter (basil and later): no usage records for them.
+        self.metered_price_items: set[str] = set()
         self.ledger: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self._periods: dict[str, BillingPeriod] = {}
@@ -55,12 +57,15 @@ class FakeAccount:
         """The clock, read late: a test may replace ``clock``."""
         return self.clock()
 
-    def add_subscription_items(self, *items: str) -> None:
-        """Items that exist; a new one's period is ``period_seconds`` long, begun ``period_elapsed_seconds`` ago."""
+    def add_subscription_items(self, *items: str, legacy_metered: bool = True) -> None:
+        """Items that exist; a new one's period is ``period_seconds`` long, begun ``period_elapsed_seconds`` ago.
+        ``legacy_metered=False``: the item's price bills through a meter, so Stripe refuses its usage records."""
         start = self.now() - self.period_elapsed_seconds
         with self._lock:
             for item in items:
                 self.subscription_items.add(item)
+                if not legacy_metered:
+                    self.metered_price_items.add(item)
                 self._periods.setdefault(item, BillingPeriod(start, start + self.period_seconds))
 
     def billing_period(self, item: str) -> BillingPeriod:
@@ -103,6 +108,7 @@ class FakeAccount:
     def reset(self) -> None:
         with self._lock:
             self.subscription_items.clear()
+            self.metered_price_items.clear()
             self._periods.clear()
             self.ledger.clear()
             self.requests.clear()

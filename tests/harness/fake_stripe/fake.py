@@ -166,6 +166,12 @@ class FakeStripe(FakeAccount, MeterControls):
             )
             if refusal is not None:
                 return refusal
+            if subscription_item in self.metered_price_items:
+                return stripe_error(
+                    400,
+                    f"Cannot create a usage record for `{subscription_item}` because it is not on the legacy metered "
+                    "billing system. Call /v1/billing/meter_events instead.",
+                )
             record = {
                 "id": f"mbur_{secrets.token_hex(12)}",
                 "object": "usage_record",
