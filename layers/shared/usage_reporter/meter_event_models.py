@@ -17,13 +17,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from .models import IdempotencyKey, UnixSeconds
+from .models import IdempotencyKey, UnixSeconds, unix_seconds_or_now
 
 MAX_PAST_SECONDS = 35 * 86400  # Stripe accepts meter events from the past 35 days...
 MAX_FUTURE_SECONDS = 300  # ...and up to 5 minutes ahead
@@ -82,13 +81,7 @@ class MeterEvent(BaseModel):
     @field_validator("timestamp", mode="wrap")
     @classmethod
     def _timestamp(cls, value: object, handler: ValidatorFunctionWrapHandler) -> int | str:
-        try:
-            checked: int | str = handler(value)
-        except ValidationError:
-            raise PydanticCustomError(
-                "timestamp_type", 'timestamp must be unix seconds (a positive integer) or "now"'
-            ) from None
-        return checked
+        return unix_seconds_or_now(value, handler)
 
     def timestamp_problem(self, now: int) -> str | None:
         """Why Stripe would refuse the timestamp now (checked on first processing, not on replays)."""

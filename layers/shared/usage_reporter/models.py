@@ -27,6 +27,17 @@ Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
 UnixSeconds = Annotated[int, Field(gt=0)]
 
 
+def unix_seconds_or_now(value: object, handler: ValidatorFunctionWrapHandler) -> int | str:
+    """A timestamp field's wrap validator: one clear message instead of one per member of the union."""
+    try:
+        checked: int | str = handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "timestamp_type", 'timestamp must be unix seconds (a positive integer) or "now"'
+        ) from None
+    return checked
+
+
 class UsageRecord(BaseModel):
     """One metered-usage record as a caller sends it. Strict: ``"5"``, ``5.0`` and ``true`` are not quantities."""
 
@@ -45,13 +56,7 @@ class UsageRecord(BaseModel):
     @field_validator("timestamp", mode="wrap")
     @classmethod
     def _timestamp(cls, value: object, handler: ValidatorFunctionWrapHandler) -> int | str:
-        try:
-            checked: int | str = handler(value)
-        except ValidationError:
-            # One clear message instead of one per member of the union.
-            raise PydanticCustomError(
-                "timestamp_type", 'timestamp must be unix seconds (a positive integer) or "now"'
-            ) from None
+        checked = unix_seconds_or_now(value, handler)
         if isinstance(checked, int) and checked > time.time():
             # Stripe refuses a usage record dated in the future; how far back is its rule (the current
             # billing period of the item's subscription), which only Stripe knows.

@@ -246,49 +246,33 @@ class Reporter:
         return answers.reported(fields, {kind.id_field: stripe_id})
 
     def _queue_for_retry(self, message: QueuedRecord, fields: dict[str, Any]) -> dict[str, Any]:
-        try:
-            # The first retry waits the base backoff: an outage is rarely over within a second.
-            message_id = self._queues.send_for_retry(message, delay_seconds=self._settings.retry_base_delay_seconds)
-        except QueueUnavailable as exc:
-            raise DeliveryImpossible(f"{message.reason.type}; {exc}") from exc
-        logger.warning(
-            "queued for retry",
-            extra={
-                "idempotency_key": message.idempotency_key,
-                "reason": message.reason.model_dump(),
-                "message_id": message_id,
-            },
-        )
+        # The first retry waits the base backoff: an outage is rarely over within a second.
+        delay = self._settings.retry_base_delay_seconds
+        self._keep(lambda: self._queues.send_for_retry(message, delay_seconds=delay), message, "queued for retry")
         return answers.queued(fields, message.reason)
 
     def _dead_letter(self, message: QueuedRecord, fields: dict[str, Any]) -> dict[str, Any]:
-        try:
-            message_id = self._queues.send_dead_letter(message)
-        except QueueUnavailable as exc:
-            # The caller must learn about the rejection only once an operator can see it too.
-            raise DeliveryImpossible(f"rejected by Stripe; {exc}") from exc
-        logger.warning(
-            "rejected by Stripe",
-            extra={
-                "idempotency_key": message.idempotency_key,
-                "reason": message.reason.model_dump(),
-                "message_id": message_id,
-            },
-        )
+        # The caller learns of the rejection only once an operator can see it too.
+        self._keep(lambda: self._queues.send_dead_letter(message), message, "rejected by Stripe")
         return answers.rejected(fields, message.reason)
 
     def _hold_for_review(self, message: QueuedRecord, fields: dict[str, Any]) -> dict[str, Any]:
         """Stripe may hold the record: an operator checks before it is sent again (never 422, never resent)."""
+        self._keep(lambda: self._queues.send_dead_letter(message), message, "held for review")
+        return answers.held_for_review(fields, message.reason)
+
+    @staticmethod
+    def _keep(send: Callable[[], str], message: QueuedRecord, what: str) -> None:
+        """Put the record on a queue, or ``DeliveryImpossible`` (the caller gets a 503 and nothing is kept)."""
         try:
-            message_id = self._queues.send_dead_letter(message)
+            message_id = send()
         except QueueUnavailable as exc:
             raise DeliveryImpossible(f"{message.reason.type}; {exc}") from exc
         logger.warning(
-            "held for review",
+            what,
             extra={
                 "idempotency_key": message.idempotency_key,
                 "reason": message.reason.model_dump(),
                 "message_id": message_id,
             },
         )
-        return answers.held_for_review(fields, message.reason)
