@@ -253,3 +253,37 @@ def test_the_dead_letter_list_shows_the_kind(
 
     assert "meter_event  stripe_error" in listed and "event=no_such_meter" in listed
     assert "usage_record  stripe_error/resource_missing" in listed and "item=si_missing" in listed
+
+
+def test_a_replay_gets_its_answer_after_the_timestamp_left_stripes_window(
+    metered: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = event("old", timestamp=int(time.time()) - 34 * 86400)
+    first = metered.post("/v1/meter_events", old)
+    assert first.status == 200
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 2 * 86400)  # two days later: 36 days old
+
+    replay = metered.post("/v1/meter_events", old)
+    other = metered.post("/v1/meter_events", {**old, "value": 4})
+
+    assert (replay.status, replay.body, replay.headers["idempotent-replayed"]) == (200, first.body, "true")
+    assert (other.status, other.body["error"]["type"]) == (409, "idempotency_conflict")
+    assert len(metered.stripe.meter_events) == 1
+
+
+def test_dynamodb_down_during_the_window_check_is_503(metered: Deployment, aws_faults: Any) -> None:
+    aws_faults.fail("dynamodb:GetItem")
+
+    response = metered.post("/v1/meter_events", event(timestamp=int(time.time()) - 40 * 86400))
+
+    assert (response.status, response.body["error"]["type"]) == (503, "service_unavailable")
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_a_refusal_that_quotes_the_phrase_is_not_taken_as_delivered(metered: Deployment) -> None:
+    response = metered.post("/v1/meter_events", event(event_name="x already exists with identifier y"))
+
+    assert (response.status, response.body["status"]) == (422, "rejected")
+    assert metered.stripe.meter_events == []
+    assert len(metered.dead_letters()) == 1

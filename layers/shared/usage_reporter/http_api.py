@@ -214,9 +214,30 @@ def _meter_event_refusal(events: list[MeterEvent], batch: bool) -> Response[dict
             invalid.append(_field(collection, index, "customer", customer, "missing"))
         window = event.timestamp_problem(now)
         # Stripe's window applies to new events only: a replay gets its stored answer whatever its age.
-        if window and not wiring.reporter().has_answer(kind, client.client_id, event):
+        if window and not _known(kind, client.client_id, event):
             invalid.append(_field(collection, index, "timestamp", window, "timestamp_out_of_window"))
     return _refused_fields(422, "validation_error", invalid, "Invalid")
+
+
+def _known(kind: MeterEvents, client_id: str, event: MeterEvent) -> bool:
+    from .reporting import DeliveryImpossible  # the reporting path loads only when a request needs it
+
+    try:
+        return wiring.reporter().has_answer(kind, client_id, event)
+    except DeliveryImpossible as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+
+
+class ServiceUnavailable(Exception):
+    """A dependency the answer needs (DynamoDB) cannot be reached: 503, retry with the same request."""
+
+
+@app.exception_handler(ServiceUnavailable)
+def _unavailable(exc: ServiceUnavailable) -> Response[dict[str, Any]]:
+    logger.error("service unavailable", extra={"cause": str(exc)})
+    observability.count("ServiceUnavailable")
+    body = error_body("service_unavailable", "the service cannot answer right now; retry with the same request")
+    return Response(503, JSON, body, headers={"Retry-After": "30"})
 
 
 def _outcome_response(outcome: Outcome) -> Response[dict[str, Any]]:

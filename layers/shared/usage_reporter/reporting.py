@@ -24,7 +24,6 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import STATUS_CONSTANTS
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import answers, observability
@@ -118,14 +117,20 @@ class Reporter:
         return outcomes
 
     def has_answer(self, kind: RecordKind, client_id: str, record: Any) -> bool:
-        """Whether this (client, key, payload) already has a stored answer (a replay)."""
+        """Whether this (client, key) already has a stored answer or a processing (with any payload): then
+        the record is not new, and dedup answers it (a replay, a conflict, in progress). ``DeliveryImpossible``
+        when DynamoDB cannot tell."""
         store = self._stores[kind.name]
-        store.configure(self._config, kind.key_prefix)
+        store.configure(self._config, key_prefix=kind.key_prefix)
         try:
             found = store.get_record(dedup_request(client_id, record.idempotency_key, record.dedup_payload()))
-        except (IdempotencyItemNotFoundError, IdempotencyValidationError):
+        except IdempotencyItemNotFoundError:
             return False
-        return found is not None and found.status == STATUS_CONSTANTS["COMPLETED"]
+        except IdempotencyValidationError:  # another payload: dedup answers 409
+            return True
+        except Exception as exc:  # Powertools wraps nothing here: botocore's errors come as they are
+            raise DeliveryImpossible(f"cannot look up the key: {exc}") from exc
+        return found is not None
 
     def _report(
         self, kind: RecordKind, client_id: str, record: Any, received_at: int, context: LambdaContext

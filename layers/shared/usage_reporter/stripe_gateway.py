@@ -161,7 +161,9 @@ class StripeGateway:
         try:
             client.v1.billing.meter_events.create(params=params, options={"idempotency_key": idempotency_key})  # type: ignore[arg-type]
         except stripe.InvalidRequestError as exc:
-            if "already exists with identifier" in str(getattr(exc, "user_message", None) or exc):
+            # Only Stripe's refusal of *this* identifier (a message may quote the caller's input).
+            said = str(getattr(exc, "user_message", None) or exc)
+            if f"already exists with identifier {event.identifier}" in said:
                 return event.identifier
             raise classify(exc) from exc
         except stripe.StripeError as exc:
