@@ -134,6 +134,22 @@ class Deployment:
             os.environ.update(saved)
             wiring.reset()
 
+    def instance_environment(self, logical_id: str, aws_endpoint_url: str) -> dict[str, str]:
+        """A separate process's environment for the template's function ``logical_id``, on a moto server."""
+        return {
+            **self.stack.function_environment(logical_id),
+            **self.env_overrides_for(logical_id),
+            "AWS_ENDPOINT_URL": aws_endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+
+    def env_overrides_for(self, logical_id: str) -> dict[str, str]:
+        # The ingest's environment here is the test's (secrets, Stripe base); other functions get the overrides.
+        return {**self.env, **self.overrides} if logical_id == "IngestFunction" else dict(self.overrides)
+
     def stored_answer(self, key: str, client_id: str = DEMO_CLIENT_ID) -> dict[str, Any]:
         [item] = [i for i in self.dedup_items() if json.loads(i["data"]["S"])["body"].get("idempotency_key") == key]
         assert item["status"]["S"] == "COMPLETED"

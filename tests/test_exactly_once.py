@@ -143,15 +143,7 @@ def test_b_the_worker_delivers_when_the_caller_never_retries(short_budget: Deplo
 def test_c_instance_killed_while_stripe_holds_the_answer(short_budget: Deployment, moto_server: str) -> None:
     deployment = short_budget
     wiring.reset()
-    env = {
-        **deployment.env,
-        **deployment.overrides,
-        "AWS_ENDPOINT_URL": moto_server,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-    }
+    env = deployment.instance_environment("IngestFunction", moto_server)
     deployment.stripe.inject(Fault.stall_after_commit(30))  # Stripe writes it, then holds the answer
     body = json.dumps(record("r1"))
 

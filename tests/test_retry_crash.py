@@ -30,15 +30,7 @@ def test_worker_killed_after_stripe_accepted_does_not_double_report(deployment: 
     arn = deployment.stack.attributes[("RetryQueue", "Arn")]
     deployment.stripe.inject(Fault.stall_after_commit(30))  # Stripe writes it, then holds the answer
 
-    env = {
-        **deployment.stack.function_environment("RetryFunction"),
-        **deployment.overrides,
-        "AWS_ENDPOINT_URL": moto_server,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-    }
+    env = deployment.instance_environment("RetryFunction", moto_server)
     worker = multiprocessing.get_context("spawn").Process(
         target=_worker_instance, args=(env, sqs_event([message], arn))
     )
