@@ -287,3 +287,61 @@ def test_a_refusal_that_quotes_the_phrase_is_not_taken_as_delivered(metered: Dep
     assert (response.status, response.body["status"]) == (422, "rejected")
     assert metered.stripe.meter_events == []
     assert len(metered.dead_letters()) == 1
+
+
+def test_a_reported_event_is_cancelled_once(metered: Deployment) -> None:
+    assert metered.post("/v1/meter_events", event("c1", value=5)).status == 200
+
+    cancel = metered.post("/v1/meter_events/cancel", {"idempotency_key": "c1"})
+    again = metered.post("/v1/meter_events/cancel", {"idempotency_key": "c1"})
+
+    assert (cancel.status, cancel.body["status"]) == (200, "reported"), cancel
+    [sent] = metered.stripe.meter_events
+    assert cancel.body["cancelled_identifier"] == sent.identifier and sent.cancelled_at is not None
+    assert metered.stripe.meter_total(EVENT_NAME, CUSTOMER) == 0
+    assert (again.status, again.headers["idempotent-replayed"]) == (200, "true")
+    adjustments = [r for r in metered.stripe.requests if r["path"] == "/v1/billing/meter_event_adjustments"]
+    assert len(adjustments) == 1
+
+
+@pytest.mark.parametrize(
+    ("setup", "status", "error_type"),
+    [
+        ("none", 422, "unknown_idempotency_key"),
+        ("rejected", 422, "nothing_to_cancel"),
+        ("queued", 409, "event_not_reported"),
+        ("a_day_old", 422, "cancel_window_passed"),
+    ],
+)
+def test_a_cancel_stripe_cannot_do_is_refused_clearly_with_nothing_stored(
+    metered: Deployment, monkeypatch: pytest.MonkeyPatch, setup: str, status: int, error_type: str
+) -> None:
+    if setup == "rejected":
+        metered.post("/v1/meter_events", event("c1", event_name="no_such_meter"))
+    if setup == "queued":
+        metered.stripe.inject(Fault.server_error(503), times=3)
+        assert metered.post("/v1/meter_events", event("c1")).status == 202
+    if setup == "a_day_old":
+        assert metered.post("/v1/meter_events", event("c1")).status == 200
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 25 * 3600)
+    before = len(metered.dedup_items())
+
+    response = metered.post("/v1/meter_events/cancel", {"idempotency_key": "c1"})
+
+    assert (response.status, response.body["error"]["type"]) == (status, error_type), response
+    assert len(metered.dedup_items()) == before  # nothing stored for the cancel
+    assert not [r for r in metered.stripe.requests if r["path"] == "/v1/billing/meter_event_adjustments"]
+
+
+def test_a_cancel_queued_while_stripe_is_down_is_delivered_by_the_worker(metered: Deployment) -> None:
+    assert metered.post("/v1/meter_events", event("c1")).status == 200
+    metered.stripe.inject(Fault.server_error(503), times=3)
+
+    queued = metered.post("/v1/meter_events/cancel", {"idempotency_key": "c1"})
+    metered.run_retry_worker()
+
+    assert (queued.status, queued.body["status"]) == (202, "queued")
+    assert metered.stripe.meter_events[0].cancelled_at is not None
+    replay = metered.post("/v1/meter_events/cancel", {"idempotency_key": "c1"})
+    assert (replay.status, replay.body["status"]) == (200, "reported")

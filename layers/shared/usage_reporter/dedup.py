@@ -111,8 +111,7 @@ class DeliveryPlans:
         from botocore.exceptions import BotoCoreError, ClientError
 
         now = int(time.time())
-        digest = hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
-        key = {"id": {"S": f"{PLAN_PREFIX}#{scope}#{digest}"}}
+        key = self._key(scope, client_id, idempotency_key)
         try:
             self._dynamodb.put_item(
                 TableName=self._table,
@@ -135,6 +134,25 @@ class DeliveryPlans:
         except BotoCoreError as exc:
             raise PlanUnavailable(f"cannot fix the delivery plan: {exc}") from exc
         return proposed
+
+    def find(self, scope: str, client_id: str, idempotency_key: str) -> DeliveryPlan | None:
+        """The plan in force for this key, or None (never processed, or past the dedup window)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            item = self._dynamodb.get_item(
+                TableName=self._table, Key=self._key(scope, client_id, idempotency_key), ConsistentRead=True
+            ).get("Item")
+        except (BotoCoreError, ClientError) as exc:
+            raise PlanUnavailable(f"cannot read the delivery plan: {exc}") from exc
+        if not item or int(item["expiration"]["N"]) < time.time():
+            return None
+        return DeliveryPlan.model_validate_json(item["plan"]["S"])
+
+    @staticmethod
+    def _key(scope: str, client_id: str, idempotency_key: str) -> dict[str, Any]:
+        digest = hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
+        return {"id": {"S": f"{PLAN_PREFIX}#{scope}#{digest}"}}
 
     def _read(self, key: dict[str, Any]) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -26,7 +26,7 @@ from . import observability, wiring
 from .answers import Outcome, error_body
 from .auth import AuthenticationError, Client, loggable_client_id
 from .kinds import MeterEvents
-from .meter_event_models import MeterEvent, MeterEventBatch
+from .meter_event_models import MeterEvent, MeterEventBatch, MeterEventCancel, ResolvedCancel
 from .models import UsageBatch, UsageRecord
 from .observability import logger
 from .secrets import SecretUnavailable
@@ -297,6 +297,30 @@ def post_meter_event_batch(
 ) -> Response[dict[str, Any]]:
     refusal = _duplicate_keys(batch.events, "events") or _meter_event_refusal(batch.events, batch=True)
     return refusal or _batch_response(_report(batch.events, "meter_event"))
+
+
+@app.post("/v1/meter_events/cancel", summary="Cancel an earlier meter event (within 24 h of Stripe receiving it)")
+def post_meter_event_cancel(
+    cancel: Annotated[MeterEventCancel, Body(description="The idempotency_key of the event to cancel")],
+) -> Response[dict[str, Any]]:
+    from .reporting import CancelRefused, DeliveryImpossible  # loaded only when a request needs them
+
+    logger.append_keys(idempotency_key=cancel.idempotency_key)
+    client_id = app.context["client"].client_id
+    kind = wiring.kinds()["meter_event_cancel"]
+    unresolved = ResolvedCancel(cancel.idempotency_key, event_name="", identifier="")
+    try:
+        if wiring.reporter().answered(kind, client_id, unresolved):
+            resolved = unresolved  # a replay: dedup answers it, nothing is sent
+        else:
+            resolved = wiring.reporter().resolve_cancel(client_id, cancel.idempotency_key, app.context["received_at"])
+    except CancelRefused as refused:
+        observability.count("Invalid")
+        body = error_body(refused.error_type, str(refused), idempotency_key=cancel.idempotency_key)
+        return Response(refused.status_code, JSON, body)
+    except DeliveryImpossible as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    return _outcome_response(_report([resolved], "meter_event_cancel")[0])
 
 
 def _field_path(loc: tuple[Any, ...]) -> tuple[str, int | None]:

@@ -14,9 +14,11 @@ import json
 from typing import Any, Protocol
 
 from .config import MeterKeys, Settings
-from .meter_event_models import MeterEvent
-from .models import RecordKindName, StripeMeterEvent, StripeUsage, UsageRecord
+from .meter_event_models import MeterEvent, ResolvedCancel
+from .models import RecordKindName, StripeMeterEvent, StripeMeterEventCancel, StripeUsage, UsageRecord
 from .stripe_gateway import StripeGateway
+
+StripeParamsModel = StripeUsage | StripeMeterEvent | StripeMeterEventCancel
 
 
 def _digest(client_id: str, idempotency_key: str) -> str:
@@ -30,7 +32,7 @@ class RecordKind(Protocol):
 
     def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str: ...
 
-    def stripe_params(self, record: Any, client_id: str, received_at: int) -> StripeUsage | StripeMeterEvent: ...
+    def stripe_params(self, record: Any, client_id: str, received_at: int) -> StripeParamsModel: ...
 
     def send(self, gateway: StripeGateway, params: Any, idempotency_key: str) -> str: ...
 
@@ -114,6 +116,26 @@ class MeterEvents:
         }
 
 
-def answer_fields(kind: RecordKind, idempotency_key: str, params: StripeUsage | StripeMeterEvent) -> dict[str, Any]:
+class MeterEventCancels:
+    """``cancel`` meter event adjustments of a client's earlier events (possible for 24 h after Stripe got them)."""
+
+    name: RecordKindName = "meter_event_cancel"
+    key_prefix = "meter-event-cancel"
+    id_field = "cancelled_identifier"
+
+    def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str:
+        return f"meter-event-cancel-{_digest(client_id, idempotency_key)}"
+
+    def stripe_params(self, record: ResolvedCancel, client_id: str, received_at: int) -> StripeMeterEventCancel:
+        return StripeMeterEventCancel(event_name=record.event_name, cancel_identifier=record.identifier)
+
+    def send(self, gateway: StripeGateway, params: StripeMeterEventCancel, idempotency_key: str) -> str:
+        return gateway.cancel_meter_event(params, idempotency_key)
+
+    def answer_fields(self, params: StripeMeterEventCancel) -> dict[str, Any]:
+        return {"event_name": params.event_name}
+
+
+def answer_fields(kind: RecordKind, idempotency_key: str, params: StripeParamsModel) -> dict[str, Any]:
     """The record's fields in every answer about it."""
     return {"idempotency_key": idempotency_key, **kind.answer_fields(params)}

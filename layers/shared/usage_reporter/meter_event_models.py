@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import decimal
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -102,3 +103,26 @@ class MeterEventBatch(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     events: list[MeterEvent] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class MeterEventCancel(BaseModel):
+    """Cancel the client's earlier meter event, named by its idempotency_key (the cancel is itself exactly once)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    idempotency_key: IdempotencyKey = Field(description="The idempotency_key of the meter event to cancel.")
+
+    def dedup_payload(self) -> dict[str, object]:
+        return {}
+
+
+@dataclass(frozen=True)
+class ResolvedCancel:
+    """A cancel whose event was found: what the cancel kind sends Stripe."""
+
+    idempotency_key: str
+    event_name: str
+    identifier: str
+
+    def dedup_payload(self) -> dict[str, object]:
+        return {}  # the caller's payload: only the key

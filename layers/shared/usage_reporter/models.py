@@ -100,17 +100,32 @@ class StripeMeterEvent(BaseModel):
     timestamp: int
 
 
+class StripeMeterEventCancel(BaseModel):
+    """A ``cancel`` meter event adjustment of an earlier event, by its identifier."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_name: str
+    cancel_identifier: str
+
+
 def _params_kind(value: object) -> str:
-    has_event_name = "event_name" in value if isinstance(value, dict) else hasattr(value, "event_name")
-    return "meter_event" if has_event_name else "usage_record"
+    def has(field: str) -> bool:
+        return field in value if isinstance(value, dict) else hasattr(value, field)
+
+    if has("cancel_identifier"):
+        return "meter_event_cancel"
+    return "meter_event" if has("event_name") else "usage_record"
 
 
 # What a record sends Stripe, by kind (told apart by their fields, so queue messages need no tag).
 StripeParams = Annotated[
-    Annotated[StripeUsage, Tag("usage_record")] | Annotated[StripeMeterEvent, Tag("meter_event")],
+    Annotated[StripeUsage, Tag("usage_record")]
+    | Annotated[StripeMeterEvent, Tag("meter_event")]
+    | Annotated[StripeMeterEventCancel, Tag("meter_event_cancel")],
     Discriminator(_params_kind),
 ]
-RecordKindName = Literal["usage_record", "meter_event"]
+RecordKindName = Literal["usage_record", "meter_event", "meter_event_cancel"]
 
 
 class FailureReason(BaseModel):
@@ -181,6 +196,9 @@ class DeliveryPlan(BaseModel):
     stripe: StripeParams
     stripe_idempotency_key: str
     payload_sha256: str = Field(description="The caller's payload the plan was made for.")
+    record: dict[str, object] = Field(
+        default_factory=dict, description="That payload (a cancellation finds the event's stored answer with it)."
+    )
     fixed_at: int = Field(description="When the plan was fixed: the key's first processing.")
 
 

@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import STATUS_CONSTANTS
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import answers, observability
@@ -31,13 +32,15 @@ from .answers import Outcome, error_body
 from .config import Settings
 from .dedup import DeliveryPlans, PlanUnavailable, dedup_request, idempotency_config, payload_sha256
 from .kinds import RecordKind, UsageRecords, answer_fields
-from .models import DeliveryPlan, FailureReason, QueuedRecord
+from .meter_event_models import ResolvedCancel
+from .models import DeliveryPlan, FailureReason, QueuedRecord, StripeMeterEvent
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
 from .stripe_gateway import StripeDeliveryError, StripeGateway, worst_case_seconds
 
 IN_PROGRESS_RETRY_AFTER_SECONDS = 5
+CANCEL_WINDOW_SECONDS = 24 * 3600  # Stripe cancels an event only within 24 h of receiving it
 UNAVAILABLE_RETRY_AFTER_SECONDS = 30
 
 _METRIC_BY_STATUS = {
@@ -52,6 +55,15 @@ _METRIC_BY_STATUS = {
 
 class DeliveryImpossible(Exception):
     """Neither Stripe nor SQS took the record: nothing may be remembered for this key."""
+
+
+class CancelRefused(Exception):
+    """A cancellation that cannot go to Stripe: the answer's status, error type and message."""
+
+    def __init__(self, status_code: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = error_type
 
 
 class PayloadConflict(Exception):
@@ -76,6 +88,7 @@ class Reporter:
         self._queues = queues
         self._plans = plans
         self._config = idempotency_config(settings)
+        self._kinds = {kind.name: kind for kind in kinds}
         self._stores = {kind.name: persistence() for kind in kinds}
         self._deliver_once = {
             kind.name: idempotent_function(
@@ -115,6 +128,56 @@ class Reporter:
             observability.count(_METRIC_BY_STATUS.get(status, status), number)
         observability.count("Replayed", sum(outcome.replayed for outcome in outcomes))
         return outcomes
+
+    def resolve_cancel(self, client_id: str, idempotency_key: str, now: int) -> ResolvedCancel:
+        """The meter event a cancellation names, if Stripe holds it and can still cancel it; else
+        ``CancelRefused`` (nothing is stored). ``DeliveryImpossible`` when DynamoDB cannot tell."""
+        events = self._kinds["meter_event"]
+        try:
+            plan = self._plans.find(events.key_prefix, client_id, idempotency_key)
+        except PlanUnavailable as exc:
+            raise DeliveryImpossible(str(exc)) from exc
+        if plan is None or not isinstance(plan.stripe, StripeMeterEvent):
+            raise CancelRefused(
+                422, "unknown_idempotency_key", "this client sent no meter event with this idempotency_key"
+            )
+        status = self._stored_status(events, dedup_request(client_id, idempotency_key, plan.record))
+        if status == 422:
+            raise CancelRefused(422, "nothing_to_cancel", "Stripe refused this event: there is nothing to cancel")
+        if status != 200:
+            raise CancelRefused(
+                409,
+                "event_not_reported",
+                "the event is not in Stripe yet (queued, or its first processing failed): cancel it once a replay "
+                "of it answers reported",
+            )
+        if now - plan.fixed_at > CANCEL_WINDOW_SECONDS:
+            hours = (now - plan.fixed_at) // 3600
+            raise CancelRefused(
+                422,
+                "cancel_window_passed",
+                f"Stripe cancels a meter event only within 24 h of receiving it; this one was sent {hours} h ago",
+            )
+        return ResolvedCancel(idempotency_key, plan.stripe.event_name, plan.stripe.identifier)
+
+    def _stored_status(self, kind: RecordKind, request: dict[str, Any]) -> int | None:
+        """The status code of the stored answer for ``request`` (None: no completed answer)."""
+        store = self._stores[kind.name]
+        store.configure(self._config, key_prefix=kind.key_prefix)
+        try:
+            found = store.get_record(request)
+        except (IdempotencyItemNotFoundError, IdempotencyValidationError):
+            return None
+        except Exception as exc:  # botocore's errors come as they are
+            raise DeliveryImpossible(f"cannot look up the key: {exc}") from exc
+        if found is None or found.status != STATUS_CONSTANTS["COMPLETED"]:
+            return None
+        return int((found.response_json_as_dict() or {}).get("status_code", 0)) or None
+
+    def answered(self, kind: RecordKind, client_id: str, record: Any) -> bool:
+        """Whether this (client, key, payload) has a completed answer: a replay."""
+        request = dedup_request(client_id, record.idempotency_key, record.dedup_payload())
+        return self._stored_status(kind, request) is not None
 
     def has_answer(self, kind: RecordKind, client_id: str, record: Any) -> bool:
         """Whether this (client, key) already has a stored answer or a processing (with any payload): then
@@ -188,6 +251,7 @@ class Reporter:
             stripe=kind.stripe_params(record, client_id, received_at),
             stripe_idempotency_key=kind.stripe_idempotency_key(client_id, key),
             payload_sha256=payload_sha256(request["record"]),
+            record=request["record"],
             fixed_at=received_at,
         )
         try:

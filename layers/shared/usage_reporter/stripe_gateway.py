@@ -14,7 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, FailureReason, StripeMeterEvent, StripeUsage
+from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, FailureReason, StripeMeterEvent, StripeMeterEventCancel, StripeUsage
 from .secrets import SecretSource, SecretUnavailable
 
 if TYPE_CHECKING:
@@ -152,14 +152,14 @@ class StripeGateway:
         import stripe
 
         client = self._client()
-        params: dict[str, Any] = {
+        params: Any = {  # the SDK's TypedDict for these parameters
             "event_name": event.event_name,
             "payload": event.payload,
             "identifier": event.identifier,
             "timestamp": event.timestamp,
         }
         try:
-            client.v1.billing.meter_events.create(params=params, options={"idempotency_key": idempotency_key})  # type: ignore[arg-type]
+            client.v1.billing.meter_events.create(params=params, options={"idempotency_key": idempotency_key})
         except stripe.InvalidRequestError as exc:
             # Only Stripe's refusal of *this* identifier (a message may quote the caller's input).
             said = str(getattr(exc, "user_message", None) or exc)
@@ -170,15 +170,33 @@ class StripeGateway:
             raise classify(exc) from exc
         return event.identifier
 
+    def cancel_meter_event(self, cancel: StripeMeterEventCancel, idempotency_key: str) -> str:
+        """Cancel the event with ``cancel.cancel_identifier``; that identifier, or ``StripeDeliveryError``."""
+        import stripe
+
+        client = self._client()
+        params: Any = {  # the SDK's TypedDict for these parameters
+            "event_name": cancel.event_name,
+            "type": "cancel",
+            "cancel": {"identifier": cancel.cancel_identifier},
+        }
+        try:
+            client.v1.billing.meter_event_adjustments.create(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise classify(exc) from exc
+        return cancel.cancel_identifier
+
 
 @functools.lru_cache(maxsize=2)  # rebuilt only when the key rotates
 def _build_client(api_key: str, api_base: str | None, max_retries: int, timeout_seconds: float) -> stripe.StripeClient:
     import stripe
 
-    base: dict[str, Any] = {"api": api_base, "meter_events": api_base} if api_base else {}
+    base: Any = {"api": api_base, "meter_events": api_base} if api_base else {}  # the SDK's BaseAddresses
     return stripe.StripeClient(
         api_key,
-        base_addresses=base,  # type: ignore[arg-type]
+        base_addresses=base,
         max_network_retries=max_retries,
         http_client=stripe.RequestsClient(timeout=timeout_seconds),
     )

@@ -59,9 +59,10 @@ def stripe_gateway() -> StripeGateway:
 @functools.cache
 def kinds() -> dict[str, RecordKind]:
     """Every record kind, by name."""
-    from .kinds import MeterEvents, UsageRecords
+    from .kinds import MeterEventCancels, MeterEvents, UsageRecords
 
-    return {kind.name: kind for kind in (UsageRecords(), MeterEvents(get_settings()))}
+    every: tuple[RecordKind, ...] = (UsageRecords(), MeterEvents(get_settings()), MeterEventCancels())
+    return {kind.name: kind for kind in every}
 
 
 @functools.cache
