@@ -54,7 +54,7 @@ run: $(VENV)/.installed  ## serve the API at http://127.0.0.1:3000 (moto + fake 
 	$(PY) -m tests.harness.local_api
 
 test: setup  ## every test and check: pytest, ruff, mypy, cfn-lint, sam validate --lint, checkov, sam build
-	SAM_CLI=$(SAM) CHECKOV=$(CHECKOV) $(PY) -m pytest
+	SAM_CLI=$(SAM) CHECKOV=$(CHECKOV) $(PY) -m pytest -n auto  # one worker per core
 
 scan: $(CHECKOV_VENV)/.installed  ## checkov over template.yaml, as make test runs it (skips: the template's comments)
 	$(CHECKOV) -f template.yaml --framework cloudformation --skip-download --compact
