@@ -2,17 +2,21 @@
 
     python -m tests.harness.fault_load                  # the full run (make fault-load)
     python -m tests.harness.fault_load --keys 30 --clients 4 --seconds 60   # the short form the tests run
+    python -m tests.harness.fault_load --kinds meter_event --seed 7         # meter events only, a given seed
 
 It starts the local stack (moto behind an AWS fault proxy, the fake Stripe, the API and the retry
 worker, as ``make run`` does) and drives the API with concurrent signed callers that behave as the
-README tells them to (retry 409 in progress, 503 and network errors with the same bytes). Meanwhile:
+README tells them to (retry 409 in progress, 503 and network errors with the same bytes). The keys are
+both record kinds in turn (``--kinds``): usage records to ``POST /v1/usage`` and Billing meter events
+(decimal values, two customers) to ``POST /v1/meter_events``. Meanwhile:
 - the fake Stripe injects 5xx, 429, resets, delays and answers lost after it wrote the record;
 - SQS (SendMessage) and DynamoDB (PutItem, UpdateItem) fail for short windows;
 - sequential and concurrent duplicates, and conflicting payloads, are sent for some keys;
 - one request is handled by a separate instance that is killed (SIGKILL) while Stripe holds the answer.
-Then the faults stop, the retry worker drains the queue, and the ledger is reconciled: every key
-answered 200/202 is in Stripe exactly once or in the dead-letter queue with its reason, no key is in
-Stripe twice, 422-rejected keys are not in Stripe, and the quantities add up. Bounded in requests
+Then the faults stop, the retry worker drains the queue, and both of Stripe's ledgers are reconciled
+(usage records by Idempotency-Key, meter events by identifier): every key answered 200/202 is in Stripe
+exactly once or in the dead-letter queue with its reason, no key is in Stripe twice, 422-rejected keys
+are not in Stripe, and the quantities (meter values, as decimals) add up, per kind. Bounded in requests
 and time; exits non-zero on any discrepancy.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import random
@@ -30,23 +35,31 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 import boto3
 
 from usage_reporter.auth import sign
-from usage_reporter.stripe_gateway import stripe_idempotency_key
+from usage_reporter.config import Settings
+from usage_reporter.kinds import MeterEvents, UsageRecords
 
-from .fake_stripe import Fault
+from .fake_stripe import Fault, MeterEvent
 from .instances import start_instance
 from .lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
-from .local_api import free_port, serve, start_backends
+from .local_api import DEMO_CUSTOMER, DEMO_METER, free_port, serve, start_backends
 
+KindName = Literal["usage_record", "meter_event"]
+KINDS: tuple[KindName, ...] = ("usage_record", "meter_event")
+PATHS: dict[KindName, str] = {"usage_record": "/v1/usage", "meter_event": "/v1/meter_events"}
+LABELS: dict[KindName, str] = {"usage_record": "usage records", "meter_event": "meter events"}
 ITEMS = ("si_demo", "si_demo2")
 UNKNOWN_ITEM = "si_doesNotExist"  # Stripe refuses it: 422 rejected, dead-letter queue
 KILL_ITEM = "si_killed"  # only the killed instance's request goes there
+CUSTOMERS = (DEMO_CUSTOMER, "cus_loadSecond")  # the demo meter's customers (the second is added by the run)
+UNKNOWN_METER = "no_such_meter"  # no meter has this event name: Stripe refuses it, as UNKNOWN_ITEM
 LAMBDA_TIMEOUT_SECONDS = 6.0  # short, so the lock of a processing that died expires within the run
 # What the functions run with here: short Stripe timeouts so that a call with its retries fits in the
 # short Lambda timeout, and no backoff floor, so that the worker can drain quickly once faults stop.
@@ -63,9 +76,12 @@ FUNCTION_SETTINGS = {
 @dataclass
 class Key:
     name: str
-    item: str
-    quantity: int
+    item: str  # a usage record's subscription item, or a meter event's event_name
+    quantity: int | Decimal  # its quantity, or the meter event's value (sent exactly as written)
     final: tuple[int, dict[str, Any]] | None = None  # the caller's final answer (status, body)
+    kind: KindName = "usage_record"
+    customer: str = ""  # a meter event's customer
+    as_number: bool = False  # a meter event's value written as a JSON number (12.50), not a string ("12.50")
 
 
 @dataclass
@@ -89,13 +105,13 @@ class Caller:
         self._results = results
         self._deadline = deadline
 
-    def post_once(self, body: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def post_once(self, body: bytes, path: str = "/v1/usage") -> tuple[int, dict[str, str], dict[str, Any]]:
         headers = {
             "Content-Type": "application/json",
             "X-Usage-Client": DEMO_CLIENT_ID,
             "X-Usage-Signature": sign(DEMO_CLIENT_SECRET, body),
         }
-        request = urllib.request.Request(self._url + "/v1/usage", data=body, method="POST", headers=headers)
+        request = urllib.request.Request(self._url + path, data=body, method="POST", headers=headers)
         started = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
@@ -108,10 +124,10 @@ class Caller:
         self._results.record(status, time.perf_counter() - started)
         return status, answer_headers, json.loads(raw)
 
-    def report(self, body: bytes) -> tuple[int, dict[str, Any]] | None:
+    def report(self, body: bytes, path: str = "/v1/usage") -> tuple[int, dict[str, Any]] | None:
         """Send until a final answer (not 409 in progress, not 503, not a network error) or the deadline."""
         while time.monotonic() < self._deadline:
-            status, _, answer = self.post_once(body)
+            status, _, answer = self.post_once(body, path)
             in_progress = status == 409 and answer.get("error", {}).get("type") == "idempotency_in_progress"
             if status in (0, 503) or in_progress:
                 time.sleep(0.3)  # Retry-After, shortened: the run is bounded
@@ -120,9 +136,36 @@ class Caller:
         return None
 
 
-def record_body(key: Key, quantity: int | None = None) -> bytes:
-    record = {"idempotency_key": key.name, "subscription_item": key.item, "quantity": quantity or key.quantity}
+def record_body(key: Key, quantity: int | Decimal | None = None) -> bytes:
+    """The key's record, or meter event (``quantity``: another amount, for a conflicting payload)."""
+    amount = key.quantity if quantity is None else quantity
+    if key.kind == "meter_event":
+        event = {"idempotency_key": key.name, "event_name": key.item, "customer": key.customer, "value": str(amount)}
+        raw = json.dumps(event)
+        # A JSON number is parsed as a decimal, never a binary float, and sent to Stripe as written.
+        return (raw.replace(f'"{amount}"', str(amount)) if key.as_number else raw).encode()
+    record = {"idempotency_key": key.name, "subscription_item": key.item, "quantity": amount}
     return json.dumps(record).encode()  # timestamp omitted: "now", the case that needs the delivery plan
+
+
+def meter_value(rng: random.Random) -> Decimal:
+    """A meter event's value with 0 to 2 decimals, trailing zeros kept (12, 12.5, 0.10, 12.50)."""
+    return Decimal(rng.randint(1, 100_000)).scaleb(-rng.choice([0, 1, 2]))
+
+
+def make_keys(seed: int, count: int, kinds: Sequence[KindName], rng: random.Random) -> list[Key]:
+    """``count`` keys, the kinds in turn; one in 13 goes to a target Stripe refuses (422, dead-letter queue)."""
+    keys = []
+    for i in range(count):
+        kind, refused = kinds[i % len(kinds)], i % 13 == 5
+        if kind == "meter_event":
+            name = UNKNOWN_METER if refused else DEMO_METER
+            customer, value, as_number = rng.choice(CUSTOMERS), meter_value(rng), rng.random() < 0.5
+            keys.append(Key(f"load-{seed}-{i}", name, value, kind=kind, customer=customer, as_number=as_number))
+        else:
+            item = UNKNOWN_ITEM if refused else rng.choice(ITEMS)
+            keys.append(Key(f"load-{seed}-{i}", item, rng.randint(1, 1000)))
+    return keys
 
 
 def inject_chaos(backends: dict[str, Any], stop: threading.Event, rng: random.Random) -> None:
@@ -181,54 +224,168 @@ def queue_depth(url: str) -> int:
     return sum(int(attributes.get(name, 0)) for name in names)
 
 
-def dead_letters(url: str) -> dict[str, dict[str, Any]]:
-    """The dead-letter queue's records by idempotency key (read with a short visibility, then released)."""
+def dead_letters(url: str) -> dict[str, list[dict[str, Any]]]:
+    """The dead-letter queue's records by idempotency key, each key's every message (read once each, with a
+    short visibility, then released)."""
     sqs = boto3.client("sqs")
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    seen: set[str] = set()
     for _ in range(50):
         batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30).get("Messages", [])
-        if not batch:
+        fresh = [message for message in batch if message["MessageId"] not in seen]
+        if not fresh:
             break
-        for message in batch:
+        for message in fresh:
+            seen.add(message["MessageId"])
             body = json.loads(message["Body"])
-            found[body.get("idempotency_key", message["MessageId"])] = body
-    return found
+            found[str(body.get("idempotency_key", message["MessageId"]))].append(body)
+    return dict(found)
 
 
-def reconcile(keys: list[Key], ledger: list[dict[str, Any]], letters: dict[str, dict[str, Any]]) -> list[str]:
+@functools.cache
+def _kinds() -> tuple[UsageRecords, MeterEvents]:
+    # Only their Stripe keys are used, which no setting changes: no environment needed.
+    return UsageRecords(), MeterEvents(Settings.model_construct())
+
+
+def stripe_key(key: Key) -> str:
+    """The key's Stripe Idempotency-Key (a meter event's identifier too), as the service derives it."""
+    usage_records, meter_events = _kinds()
+    kind = meter_events if key.kind == "meter_event" else usage_records
+    return kind.stripe_idempotency_key(DEMO_CLIENT_ID, key.name)
+
+
+@dataclass(frozen=True)
+class Held:
+    """One record in one of Stripe's ledgers."""
+
+    idempotency_key: str  # the Idempotency-Key Stripe wrote it under
+    amount: Decimal
+    cancelled: bool = False
+
+
+class StripeHoldings:
+    """Stripe's two ledgers by the record they belong to: usage records by Idempotency-Key (a redrive after a
+    refusal uses ``<key>-r<n>``, the same record), meter events by identifier (a redrive keeps it)."""
+
+    def __init__(self, ledger: Sequence[Mapping[str, Any]], meter_events: Sequence[MeterEvent]) -> None:
+        self.usage: dict[str, list[Held]] = collections.defaultdict(list)
+        for entry in ledger:
+            key = str(entry["idempotency_key"])
+            self.usage[re.sub(r"-r\d+$", "", key)].append(Held(key, Decimal(entry["quantity"])))
+        self.events: dict[str, list[Held]] = collections.defaultdict(list)
+        for event in meter_events:
+            held = Held(event.idempotency_key or "", event.value, event.cancelled_at is not None)
+            self.events[event.identifier].append(held)
+
+    def take(self, key: Key) -> list[Held]:
+        """What Stripe holds for ``key``, taken out (what is left belongs to no caller's key)."""
+        return (self.events if key.kind == "meter_event" else self.usage).pop(stripe_key(key), [])
+
+
+def letter_amount(letter: Mapping[str, Any]) -> Decimal | None:
+    """The quantity or meter value a dead letter holds (None if it names none)."""
+    stripe = letter.get("stripe") or {}
+    if "quantity" in stripe:
+        return Decimal(stripe["quantity"])
+    value = (stripe.get("payload") or {}).get("value")
+    return None if value is None else Decimal(value)
+
+
+def record_problems(key: Key, in_stripe: list[Held], letters: list[Mapping[str, Any]]) -> list[str]:
+    """What is wrong with the key's records in Stripe and its dead letters, whatever its answer."""
     problems = []
-    by_stripe_key: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for entry in ledger:
-        # A redrive after a refusal uses a derived key (``<key>-r<n>``): the same record.
-        by_stripe_key[re.sub(r"-r\d+$", "", str(entry["idempotency_key"]))].append(entry)
-    expected_total = stripe_total = 0
+    base = stripe_key(key)
+    for entry in in_stripe:
+        if not re.fullmatch(re.escape(base) + r"(-r\d+)?", entry.idempotency_key):
+            problems.append(f"{key.name}: a Stripe record under the Idempotency-Key {entry.idempotency_key!r}")
+        if entry.cancelled:
+            problems.append(f"{key.name}: its meter event was cancelled, which no caller asked for")
+        elif entry.amount != Decimal(key.quantity):
+            problems.append(f"{key.name}: Stripe holds {entry.amount}, the caller sent {key.quantity}")
+    live = [entry for entry in in_stripe if not entry.cancelled]
+    if len(live) > 1:
+        problems.append(f"{key.name}: {len(live)} Stripe records")
+    records = {json.dumps([one.get("stripe"), one.get("stripe_idempotency_key")], sort_keys=True) for one in letters}
+    if len(records) > 1:  # the same record more than once is counted once (see repeated_dead_letters)
+        problems.append(f"{key.name}: dead-lettered {len(letters)} times, as different records")
+    for letter in letters:
+        if not letter.get("reason", {}).get("message"):
+            problems.append(f"{key.name}: dead-lettered without a reason")
+        amount = letter_amount(letter)
+        if amount is not None and amount != Decimal(key.quantity):
+            problems.append(f"{key.name}: dead-lettered with {amount}, the caller sent {key.quantity}")
+    return problems
+
+
+def reconcile(
+    keys: list[Key],
+    ledger: Sequence[Mapping[str, Any]],
+    letters: Mapping[str, Sequence[Mapping[str, Any]]],
+    meter_events: Sequence[MeterEvent] = (),
+) -> list[str]:
+    """Every discrepancy between what callers were told and what Stripe's ledgers and the dead-letter queue
+    hold: ``ledger`` Stripe's usage records, ``meter_events`` its meter events, ``letters`` the dead-letter
+    queue's records by idempotency key (a letter names its kind; none: a usage record)."""
+    problems = []
+    holdings = StripeHoldings(ledger, meter_events)
+    unclaimed = {name: list(found) for name, found in letters.items()}
+    told = dict.fromkeys(KINDS, Decimal(0))  # what callers were told was accepted, by kind
+    held_total = dict.fromkeys(KINDS, Decimal(0))  # what Stripe and the dead-letter queue hold of it
     for key in keys:
-        in_stripe = by_stripe_key.pop(stripe_idempotency_key(DEMO_CLIENT_ID, key.name), [])
-        letter = letters.get(key.name)
+        everything = holdings.take(key)
+        in_stripe = [entry for entry in everything if not entry.cancelled]
+        mine = [letter for letter in unclaimed.get(key.name, []) if letter.get("kind", "usage_record") == key.kind]
+        unclaimed[key.name] = [letter for letter in unclaimed.get(key.name, []) if letter not in mine]
+        problems += record_problems(key, everything, mine)
         status = key.final[0] if key.final else None
-        if len(in_stripe) > 1:
-            problems.append(f"{key.name}: {len(in_stripe)} Stripe records")
         if status in (200, 202):
-            expected_total += key.quantity
-            stripe_total += sum(entry["quantity"] for entry in in_stripe)
-            if not in_stripe and not letter:
+            told[key.kind] += Decimal(key.quantity)
+            held_total[key.kind] += sum((entry.amount for entry in in_stripe), Decimal(0))
+            if not in_stripe and not mine:
                 problems.append(f"{key.name}: answered {status} but neither in Stripe nor dead-lettered")
-            if letter and not letter.get("reason", {}).get("message"):
-                problems.append(f"{key.name}: dead-lettered without a reason")
-            if not in_stripe and letter:
-                stripe_total += key.quantity  # waiting for an operator, with its reason
+            if not in_stripe and mine:
+                held_total[key.kind] += Decimal(key.quantity)  # waiting for an operator, with its reason
         elif status == 422:
             if in_stripe:
                 problems.append(f"{key.name}: answered 422 rejected but in Stripe")
-            if not letter:
+            if not mine:
                 problems.append(f"{key.name}: answered 422 rejected but not dead-lettered")
         elif status is None:
             problems.append(f"{key.name}: no final answer within the run")
-    for stripe_key, entries in by_stripe_key.items():
-        problems.append(f"Stripe holds {len(entries)} record(s) under {stripe_key[:30]}... for no caller's key")
-    if expected_total != stripe_total:
-        problems.append(f"quantities: callers were told {expected_total}, Stripe + dead letters hold {stripe_total}")
+        else:
+            problems.append(f"{key.name}: final answer {status}, not 200, 202 or 422")
+    for stripe_id, entries in holdings.usage.items():
+        problems.append(f"Stripe holds {len(entries)} record(s) under {stripe_id[:30]}... for no caller's key")
+    for identifier, entries in holdings.events.items():
+        problems.append(f"Stripe holds {len(entries)} meter event(s) {identifier[:30]}... for no caller's key")
+    for name, rest in unclaimed.items():
+        if rest:
+            problems.append(f"{len(rest)} dead letter(s) for {name!r}, which no caller's key of that kind has")
+    if told["usage_record"] != held_total["usage_record"]:
+        problems.append(
+            f"quantities: callers were told {told['usage_record']}, Stripe + dead letters hold "
+            f"{held_total['usage_record']}"
+        )
+    if told["meter_event"] != held_total["meter_event"]:
+        problems.append(
+            f"meter values: callers were told {told['meter_event']}, Stripe + dead letters hold "
+            f"{held_total['meter_event']}"
+        )
     return problems
+
+
+def repeated_dead_letters(keys: list[Key], letters: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """Keys whose record the dead-letter queue holds more than once (the same record: counted once). Not a
+    ledger discrepancy, but an operator sees it N times: e.g. an ingest refusal dead-lettered, its answer not
+    stored (DynamoDB down), the caller's retry refused and dead-lettered again."""
+    repeated = []
+    for key in keys:
+        mine = [letter for letter in letters.get(key.name, []) if letter.get("kind", "usage_record") == key.kind]
+        if len(mine) > 1:
+            reasons = sorted({str(letter.get("reason", {}).get("type")) for letter in mine})
+            repeated.append(f"{key.name} x{len(mine)} ({LABELS[key.kind][:-1]}, {'/'.join(reasons)})")
+    return repeated
 
 
 def drive(url: str, keys: list[Key], clients: int, deadline: float, rng: random.Random, results: Results) -> None:
@@ -237,20 +394,20 @@ def drive(url: str, keys: list[Key], clients: int, deadline: float, rng: random.
     def caller_loop(mine: list[Key]) -> None:
         caller = Caller(url, results, deadline)
         for key in mine:
-            body = record_body(key)
+            body, path = record_body(key), PATHS[key.kind]
             if rng.random() < 0.15:  # a concurrent duplicate from "another instance" of the caller
-                twin = threading.Thread(target=caller.report, args=(body,))
+                twin = threading.Thread(target=caller.report, args=(body, path))
                 twin.start()
-                key.final = caller.report(body)
+                key.final = caller.report(body, path)
                 twin.join()
             else:
-                key.final = caller.report(body)
+                key.final = caller.report(body, path)
             if key.final and rng.random() < 0.3:  # a sequential duplicate: the same answer again
-                again = caller.report(body)
+                again = caller.report(body, path)
                 if again and key.final[0] in (200, 422) and again[0] != key.final[0]:
                     results.unexpected.append(f"{key.name}: replay {again[0]} after {key.final[0]}")
             if key.final and rng.random() < 0.1:  # the same key with another payload: a conflict
-                other = caller.report(record_body(key, key.quantity + 1))
+                other = caller.report(record_body(key, key.quantity + 1), path)
                 if other and other[0] != 409:
                     results.unexpected.append(f"{key.name}: other payload answered {other[0]}, not 409")
 
@@ -261,7 +418,30 @@ def drive(url: str, keys: list[Key], clients: int, deadline: float, rng: random.
         thread.join()
 
 
-def print_summary(keys: list[Key], results: Results, backends: dict[str, Any], clients: int, started: float) -> None:
+def kind_summary(
+    kind: KindName, keys: list[Key], holdings: StripeHoldings, letters: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> str:
+    mine = [key for key in keys if key.kind == kind]
+    finals = collections.Counter(str(k.final[0]) if k.final else "none" for k in mine)
+    in_stripe = [e for key in mine for e in holdings.take(key) if not e.cancelled]
+    held = [key for key in mine if any(one.get("kind", "usage_record") == kind for one in letters.get(key.name, []))]
+    what = "value" if kind == "meter_event" else "quantity"
+    stripe_total = sum((e.amount for e in in_stripe), Decimal(0))
+    held_total = sum((Decimal(key.quantity) for key in held), Decimal(0))
+    return (
+        f"{len(mine)} keys, final answers {dict(sorted(finals.items()))}; in Stripe {len(in_stripe)} "
+        f"({what} {stripe_total}), dead-lettered {len(held)} ({what} {held_total})"
+    )
+
+
+def print_summary(
+    keys: list[Key],
+    results: Results,
+    backends: dict[str, Any],
+    clients: int,
+    started: float,
+    letters: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> None:
     latencies = sorted(results.latencies)
     finals = collections.Counter(str(k.final[0]) if k.final else "none" for k in keys)
     print(
@@ -269,22 +449,33 @@ def print_summary(keys: list[Key], results: Results, backends: dict[str, Any], c
     )
     print(f"status counts:      {dict(sorted(results.statuses.items()))}  (0 = network error)")
     print(f"final answers:      {dict(sorted(finals.items()))}")
+    stripe, aws = backends["fake_stripe"], backends["aws_faults"]
+    for kind in KINDS:
+        if any(key.kind == kind for key in keys):
+            holdings = StripeHoldings(list(stripe.ledger), list(stripe.meter_events))
+            print(f"{LABELS[kind] + ':':<20}{kind_summary(kind, keys, holdings, letters)}")
     if latencies:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(f"latency:            p50 {statistics.median(latencies) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
-    stripe, aws = backends["fake_stripe"], backends["aws_faults"]
-    print(f"Stripe:             {len(stripe.requests)} requests, {len(stripe.ledger)} records")
+    print(
+        f"Stripe:             {len(stripe.requests)} requests, {len(stripe.ledger)} usage records, "
+        f"{len(stripe.meter_events)} meter events"
+    )
     print(f"AWS calls failed:   {dict(collections.Counter(aws.failed))}")
+    repeated = repeated_dead_letters(keys, letters)
+    if repeated:
+        print(f"dead-lettered more than once (counted once): {', '.join(repeated)}")
     print(f"duration:           {time.monotonic() - started:.1f} s")
 
 
-def run(keys_count: int, clients: int, seconds: float, seed: int) -> int:
+def run(keys_count: int, clients: int, seconds: float, seed: int, kinds: Sequence[KindName] = KINDS) -> int:
     rng = random.Random(seed)
     backends = start_backends(aws_faults=True)
     backends["env"].update(FUNCTION_SETTINGS)
     os.environ.update(FUNCTION_SETTINGS)
     stripe, env = backends["fake_stripe"], backends["env"]
     stripe.add_subscription_items(KILL_ITEM)
+    stripe.add_customers(*CUSTOMERS)  # the demo meter (DEMO_METER) and DEMO_CUSTOMER are the local fake's own
     port = free_port()
     server = serve(
         "127.0.0.1", port, backends, timeout_seconds=LAMBDA_TIMEOUT_SECONDS, worker_poll_seconds=0.5, quiet=True
@@ -294,11 +485,8 @@ def run(keys_count: int, clients: int, seconds: float, seed: int) -> int:
     started = time.monotonic()
     deadline = started + seconds * 0.7  # the rest is for draining and reconciling
     results = Results()
-    keys = [
-        Key(f"load-{seed}-{i}", UNKNOWN_ITEM if i % 13 == 5 else rng.choice(ITEMS), rng.randint(1, 1000))
-        for i in range(keys_count)
-    ]
-    killed = Key(f"load-{seed}-killed", KILL_ITEM, 77)
+    keys = make_keys(seed, keys_count, kinds, rng)
+    killed = Key(f"load-{seed}-killed", KILL_ITEM, 77)  # a usage record
     kill_an_instance_mid_call(backends, killed)  # before the chaos, so that its stall is the fault it meets
 
     def retry_the_killed_key() -> None:  # until the dead instance's lock expires
@@ -322,10 +510,11 @@ def run(keys_count: int, clients: int, seconds: float, seed: int) -> int:
         time.sleep(0.3)
     time.sleep(1)  # let an invocation under way finish
     keys.append(killed)
-    problems = reconcile(keys, list(stripe.ledger), dead_letters(env["DEAD_LETTER_QUEUE_URL"])) + results.unexpected
+    letters = dead_letters(env["DEAD_LETTER_QUEUE_URL"])
+    problems = reconcile(keys, list(stripe.ledger), letters, list(stripe.meter_events)) + results.unexpected
     if queue_depth(env["RETRY_QUEUE_URL"]):
         problems.append("the retry queue did not drain within the run")
-    print_summary(keys, results, backends, clients, started)
+    print_summary(keys, results, backends, clients, started, letters)
     if problems:
         print(f"RECONCILIATION FAILED: {len(problems)} discrepancies")
         for problem in problems:
@@ -335,15 +524,30 @@ def run(keys_count: int, clients: int, seconds: float, seed: int) -> int:
     return 0
 
 
+def parse_kinds(text: str) -> tuple[KindName, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in chosen if name not in KINDS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"kinds are {', '.join(KINDS)} (comma-separated), not {text!r}")
+    return tuple(kind for kind in KINDS if kind in chosen)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", type=int, default=200, help="distinct idempotency keys (default 200)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent callers (default 8)")
     parser.add_argument("--seconds", type=float, default=180, help="bound on the whole run (default 180)")
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument(
+        "--kinds",
+        type=parse_kinds,
+        default=KINDS,
+        help="record kinds the keys are, in turn (default: usage_record,meter_event)",
+    )
     args = parser.parse_args(argv)
-    print(f"fault-and-load check, seed {args.seed} (rerun with --seed {args.seed})", flush=True)
-    sys.exit(run(args.keys, args.clients, args.seconds, args.seed))
+    rerun = f"--seed {args.seed}" + ("" if args.kinds == KINDS else f" --kinds {','.join(args.kinds)}")
+    print(f"fault-and-load check, seed {args.seed} (rerun with {rerun})", flush=True)
+    sys.exit(run(args.keys, args.clients, args.seconds, args.seed, args.kinds))
 
 
 if __name__ == "__main__":
