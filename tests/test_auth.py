@@ -40,6 +40,18 @@ def stale(seconds: int) -> str:
         ({}, "STALE", "more than 300 seconds"),
         ({}, "FUTURE", "more than 300 seconds"),
     ],
+    # Stable ids: the signatures above depend on the clock, and every xdist worker must collect the same tests.
+    ids=[
+        "no-client",
+        "no-signature",
+        "unknown-client",
+        "wrong-secret",
+        "other-body",
+        "no-t",
+        "no-v1",
+        "stale",
+        "future",
+    ],
 )
 def test_unauthenticated_request_is_401_with_no_side_effect(
     deployment: Deployment, headers: dict[str, str | None], signature: str | None, says: str
