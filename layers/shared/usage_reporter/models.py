@@ -178,6 +178,21 @@ class QueuedRecord(BaseModel):
 
 # Reasons for which the ingest never sent the record to Stripe: nothing can be there under its key.
 NEVER_SENT_REASONS = frozenset({"time_budget_exhausted", "stripe_key_unavailable"})
+
+
+def late_record_reason(first_sent_at: int, now: int) -> FailureReason:
+    """Why a record whose earlier attempt may have reached Stripe is not resent this late: Stripe keeps
+    an Idempotency-Key (and a meter event identifier) about 24 h, so a resend could count it twice."""
+    return FailureReason(
+        type="needs_review",
+        message=(
+            f"first sent to Stripe {(now - first_sent_at) // 3600} h ago and an earlier attempt's outcome is "
+            "unknown; Stripe may have forgotten the key, so a resend could report it twice. Check Stripe for "
+            "this record, then redrive with --confirm-not-in-stripe."
+        ),
+    )
+
+
 # Stripe answered ``idempotency_error``: it has seen this Idempotency-Key with other parameters, so it may
 # hold the record. Never a refusal, never a fresh key without an operator's confirmation.
 KEY_SEEN_WITH_OTHER_PARAMETERS = "stripe_idempotency_mismatch"

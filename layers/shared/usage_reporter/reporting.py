@@ -33,7 +33,7 @@ from .config import Settings
 from .dedup import DeliveryPlans, PlanUnavailable, dedup_request, idempotency_config, payload_sha256
 from .kinds import RecordKind, UsageRecords, answer_fields
 from .meter_event_models import ResolvedCancel
-from .models import DeliveryPlan, FailureReason, QueuedRecord, StripeMeterEvent
+from .models import DeliveryPlan, FailureReason, QueuedRecord, StripeMeterEvent, late_record_reason
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
@@ -282,14 +282,7 @@ class Reporter:
 
         if reprocessed and received_at - plan.fixed_at > self._settings.late_record_seconds:
             # An earlier processing may have reached Stripe, which has forgotten the key by now.
-            hours = (received_at - plan.fixed_at) // 3600
-            reason = FailureReason(
-                type="needs_review",
-                message=(
-                    f"first processed {hours} h ago and that attempt's outcome is unknown; Stripe may have "
-                    "forgotten the key, so a resend could report it twice. Held for an operator to check Stripe."
-                ),
-            )
+            reason = late_record_reason(plan.fixed_at, received_at)
             return self._hold_for_review(keep(reason, in_doubt=True), fields)
         if context.get_remaining_time_in_millis() / 1000 < self._stripe_call_seconds:
             # Not enough of this invocation left for a Stripe call with its retries: let the worker do it.

@@ -28,7 +28,7 @@ from . import answers, observability
 from .config import Settings
 from .dedup import DedupLedger, DedupRecordInProgress, dedup_request
 from .kinds import RecordKind, answer_fields
-from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, DeliveryState, FailureReason, QueuedRecord
+from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, DeliveryState, FailureReason, QueuedRecord, late_record_reason
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
@@ -127,15 +127,7 @@ class RetryWorker:
         state = self._state(message, answer)
         now = int(time.time())
         if now - state.key_first_used_at > self._settings.late_record_seconds and state.in_doubt:
-            hours = (now - state.key_first_used_at) // 3600
-            reason = FailureReason(
-                type="needs_review",
-                message=(
-                    f"first sent to Stripe {hours} h ago and an earlier attempt's outcome is unknown; Stripe may "
-                    "have forgotten the key, so a resend could report it twice. Check the subscription item's "
-                    "usage in Stripe, then redrive with --confirm-not-in-stripe."
-                ),
-            )
+            reason = late_record_reason(state.key_first_used_at, now)
             self._to_operator(message, request, state, reason)
             return
         if self._rate_limited:
