@@ -80,6 +80,7 @@ ACCEPTED_CHECKOV_FINDINGS = {
     ("CKV_AWS_119", "AWS::DynamoDB::Table.IdempotencyTable"),
     ("CKV_AWS_149", "AWS::SecretsManager::Secret.StripeApiKeySecret"),
     ("CKV_AWS_149", "AWS::SecretsManager::Secret.ClientSecretsSecret"),
+    ("CKV_AWS_149", "AWS::SecretsManager::Secret.StripeWebhookSecret"),
     # SSE-SQS (SqsManagedSseEnabled), which this check does not recognize
     ("CKV_AWS_27", "AWS::SQS::Queue.RetryQueue"),
     ("CKV_AWS_27", "AWS::SQS::Queue.DeadLetterQueue"),

@@ -4,16 +4,19 @@ the CloudFormation that the SAM translator makes of it (SAM adds roles and polic
 from __future__ import annotations
 
 import json
+import operator
 import os
 import subprocess
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness.stack import ROOT, load_template
+from tests.harness.stack import ROOT, Stack, load_template
 from tests.test_quality import sam_cli
+from usage_reporter.config import Settings
 
 Template = dict[str, Any]
 Statement = dict[str, Any]
@@ -250,6 +253,191 @@ def test_http_api_writes_json_access_logs_to_a_log_group_of_its_own() -> None:
         assert line[field] == f"$context.{'identity.' if field == 'userAgent' else ''}{field}"
 
 
+# -- Stripe's event destination, meter event batches and the usage-record mirror --------------------------
+
+
+def _created_or_given(condition: str, secret: str, parameter: str) -> dict[str, Any]:
+    return {"Fn::If": [condition, {"Ref": secret}, {"Ref": parameter}]}
+
+
+STRIPE_API_KEY_SECRET = _created_or_given("CreateStripeApiKeySecret", "StripeApiKeySecret", "StripeApiKeySecretArn")
+CLIENT_SECRETS_SECRET = _created_or_given("CreateClientSecretsSecret", "ClientSecretsSecret", "ClientSecretsSecretArn")
+WEBHOOK_SECRET = _created_or_given("CreateStripeWebhookSecret", "StripeWebhookSecret", "StripeWebhookSecretArn")
+STRIPE_EVENTS_PATH = "/v1/stripe/events"
+# (function, variable, value): what each function must be told. The retry worker gets the mirror and the
+# meters' payload keys (it resends usage records and meter events); only the ingest function answers
+# Stripe's events and sends batches.
+FUNCTION_ENVIRONMENT = [
+    ("IngestFunction", "STRIPE_WEBHOOK_SECRET_ARN", WEBHOOK_SECRET),
+    ("IngestFunction", "METER_EVENT_BATCH_API", {"Ref": "MeterEventBatchApi"}),
+    ("IngestFunction", "USAGE_RECORD_MIRROR", {"Ref": "UsageRecordMirror"}),
+    ("RetryFunction", "USAGE_RECORD_MIRROR", {"Ref": "UsageRecordMirror"}),
+    ("IngestFunction", "METER_EVENT_KEYS", {"Ref": "MeterEventKeys"}),
+    ("RetryFunction", "METER_EVENT_KEYS", {"Ref": "MeterEventKeys"}),
+]
+# (alarm, metric, the smallest 5-minute sum that must alarm): custom metrics of the ingest function.
+CUSTOM_METRIC_ALARMS = [
+    ("MeterEventErrorsUnattributedAlarm", "MeterEventErrorsUnattributed", 1),
+    ("StripeEventSignatureFailuresAlarm", "StripeEventSignatureInvalid", 5),
+]
+COMPARISONS = {
+    "GreaterThanThreshold": operator.gt,
+    "GreaterThanOrEqualToThreshold": operator.ge,
+    "LessThanThreshold": operator.lt,
+    "LessThanOrEqualToThreshold": operator.le,
+}
+
+
+def function_environment(template: Template, logical_id: str) -> dict[str, Any]:
+    """The function's variables, unresolved: Globals', then its own (SAM merges them, the function's win)."""
+    env_global = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    env_own = template["Resources"][logical_id]["Properties"].get("Environment", {}).get("Variables", {})
+    return {**env_global, **env_own}
+
+
+def http_routes(template: Template) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+    """(method, path) -> (function, the HttpApi event's properties) of every route the functions declare."""
+    routes = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for event in resource["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                props = event["Properties"]
+                route = (props["Method"].upper(), props["Path"])
+                assert route not in routes, f"{route} declared twice"
+                routes[route] = (logical_id, props)
+    return routes
+
+
+def secret_grants(template: Template) -> dict[str, list[Any]]:
+    """Logical id of a function or role -> the resources it may secretsmanager:GetSecretValue."""
+    grants: dict[str, list[Any]] = {}
+    for owner, statement in iam_statements(template):
+        actions = [action.lower() for action in _as_list(statement.get("Action", []))]
+        if "secretsmanager:getsecretvalue" in actions:
+            assert statement["Effect"] == "Allow"
+            grants.setdefault(owner.split(".", 1)[0], []).extend(_as_list(statement["Resource"]))
+    return grants
+
+
+def breaches(alarm: dict[str, Any], value: float) -> bool:
+    compare = COMPARISONS[alarm["ComparisonOperator"]]
+    return bool(compare(value, alarm["Threshold"]))
+
+
+def test_stripe_events_route_goes_to_the_ingest_function_unsigned_by_callers() -> None:
+    template = load_template()
+    routes = http_routes(template)
+    function, props = routes[("POST", STRIPE_EVENTS_PATH)]
+    assert function == "IngestFunction"
+    # No Auth, no authorizer: Stripe signs with Stripe-Signature, which the function verifies itself.
+    assert props == {"ApiId": {"Ref": "HttpApi"}, "Method": "POST", "Path": STRIPE_EVENTS_PATH}
+    assert "Auth" not in template["Resources"]["HttpApi"]["Properties"]
+    # The callers' routes are still there, on the same API.
+    for path in ("/v1/usage", "/v1/usage/batch", "/v1/meter_events", "/v1/meter_events/batch"):
+        assert routes[("POST", path)][0] == "IngestFunction", path
+    assert {props["ApiId"]["Ref"] for _, props in routes.values()} == {"HttpApi"}
+
+
+def test_stripe_events_url_and_webhook_secret_are_outputs() -> None:
+    outputs = load_template()["Outputs"]
+    base = outputs["ApiUrl"]["Value"]["Fn::Sub"]
+    assert outputs["StripeEventsUrl"]["Value"] == {"Fn::Sub": base + STRIPE_EVENTS_PATH}
+    assert outputs["StripeWebhookSecretArn"]["Value"] == WEBHOOK_SECRET
+
+
+def test_webhook_secret_is_created_when_no_arn_is_given_like_the_stripe_key() -> None:
+    template = load_template()
+    for secret, parameter, condition in (
+        ("StripeApiKeySecret", "StripeApiKeySecretArn", "CreateStripeApiKeySecret"),
+        ("StripeWebhookSecret", "StripeWebhookSecretArn", "CreateStripeWebhookSecret"),
+    ):
+        assert template["Parameters"][parameter]["Type"] == "String"
+        assert template["Parameters"][parameter]["Default"] == ""
+        assert template["Conditions"][condition] == {"Fn::Equals": [{"Ref": parameter}, ""]}
+        resource = template["Resources"][secret]
+        assert resource["Type"] == "AWS::SecretsManager::Secret"
+        assert resource["Condition"] == condition
+    created = template["Resources"]["StripeWebhookSecret"]["Properties"]
+    assert "whsec_" in created["Description"]
+    assert created["SecretString"].startswith("REPLACE_WITH_")  # a placeholder: no secret in the template
+
+    # The ARN the function gets: the created secret's without a parameter, the parameter's with one.
+    defaults = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
+    given = "arn:aws:secretsmanager:us-east-1:123456789012:secret:stripe-webhook-AbCdEf"
+    stack = Stack(template=template, parameters={**defaults, "StripeWebhookSecretArn": given})
+    assert stack.resolve(WEBHOOK_SECRET) == given
+    stack = Stack(template=template, parameters=defaults, physical={"StripeWebhookSecret": "created-arn"})
+    assert stack.resolve(WEBHOOK_SECRET) == "created-arn"
+
+
+def test_only_the_ingest_function_may_read_the_webhook_secret_and_only_that_secret() -> None:
+    grants = secret_grants(load_template())
+    assert sorted(grants) == ["IngestFunction", "RetryFunctionRole"]
+    ingest = grants["IngestFunction"]
+    assert len(ingest) == 3
+    assert all(secret in ingest for secret in (STRIPE_API_KEY_SECRET, CLIENT_SECRETS_SECRET, WEBHOOK_SECRET))
+    assert grants["RetryFunctionRole"] == [STRIPE_API_KEY_SECRET]
+
+
+@pytest.mark.parametrize(
+    ("function", "variable", "value"), FUNCTION_ENVIRONMENT, ids=[f"{f}-{v}" for f, v, _ in FUNCTION_ENVIRONMENT]
+)
+def test_function_environment(function: str, variable: str, value: Any) -> None:
+    assert function_environment(load_template(), function).get(variable) == value
+
+
+def test_the_retry_worker_is_not_given_the_webhook_secret() -> None:
+    # It may not read it (see its role) and has no use for it.
+    assert "STRIPE_WEBHOOK_SECRET_ARN" not in function_environment(load_template(), "RetryFunction")
+
+
+def test_meter_event_batch_api_parameter_allows_what_the_service_knows() -> None:
+    parameter = load_template()["Parameters"]["MeterEventBatchApi"]
+    assert parameter["Type"] == "String"
+    assert parameter["AllowedValues"] == ["stream", "v1"]
+    assert parameter["Default"] == "stream"
+    [field] = [f for f in Settings.model_fields.values() if f.alias == "METER_EVENT_BATCH_API"]
+    assert list(typing.get_args(field.annotation)) == parameter["AllowedValues"]
+    assert field.default == parameter["Default"]
+
+
+@pytest.mark.parametrize("name", ["UsageRecordMirror", "MeterEventKeys"])
+def test_json_mapping_parameters_default_to_empty(name: str) -> None:
+    parameter = load_template()["Parameters"][name]
+    assert parameter["Type"] == "String"
+    assert parameter["Default"] == ""  # no mirroring; every meter with Stripe's default payload keys
+    assert "AllowedValues" not in parameter
+
+
+def test_usage_record_mirror_example_is_json() -> None:
+    description = load_template()["Parameters"]["UsageRecordMirror"]["Description"]
+    example = json.loads(description[description.index("{") : description.rindex("}") + 1])
+    assert example["si_123"] == {"event_name": "api_requests", "customer": "cus_123"}
+    assert all("event_name" in target for target in example.values())
+
+
+@pytest.mark.parametrize(("alarm_id", "metric", "fires_at"), CUSTOM_METRIC_ALARMS)
+def test_meter_event_alarms_watch_the_services_custom_metrics(alarm_id: str, metric: str, fires_at: int) -> None:
+    template = load_template()
+    alarm = template["Resources"][alarm_id]
+    assert alarm["Type"] == "AWS::CloudWatch::Alarm"
+    props = alarm["Properties"]
+    assert props["MetricName"] == metric
+    # Where Powertools puts the service's metrics, with its one default dimension, as the other custom alarm.
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert props["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert props["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    other = template["Resources"]["RetryRecordFailuresAlarm"]["Properties"]
+    assert (props["Namespace"], props["Dimensions"]) == (other["Namespace"], other["Dimensions"])
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"]) == ("Sum", 300, 1)
+    assert breaches(props, fires_at)
+    assert not breaches(props, fires_at - 1)
+    assert props["TreatMissingData"] == "notBreaching"
+    assert props["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
 # -- the template as CloudFormation gets it -------------------------------------------------------------
 
 # `sam validate`'s own translation (local CodeUris replaced), run in the SAM CLI's virtualenv. Offline: the
@@ -303,3 +491,39 @@ def test_translated_roles_have_no_wildcard_statement_and_no_every_queue_policy(t
     for logical_id, role in roles.items():
         managed = {managed_policy_name(arn) for arn in role.get("ManagedPolicyArns", [])}
         assert managed <= ALLOWED_MANAGED_POLICIES, f"{logical_id}: {managed}"
+
+
+@pytest.mark.slow
+def test_translated_stripe_events_route_invokes_the_ingest_function(translated: Template) -> None:
+    resources = translated["Resources"]
+    operation = resources["HttpApi"]["Properties"]["Body"]["paths"][STRIPE_EVENTS_PATH]["post"]
+    assert "${IngestFunction.Arn}" in operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+    assert "security" not in operation  # no authorizer in front of Stripe
+    permissions = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission"
+        and r["Properties"]["SourceArn"]["Fn::Sub"][0].endswith(f"/POST{STRIPE_EVENTS_PATH}")
+    ]
+    assert [p["FunctionName"] for p in permissions] == [{"Ref": "IngestFunction"}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("function", "variable", "value"), FUNCTION_ENVIRONMENT, ids=[f"{f}-{v}" for f, v, _ in FUNCTION_ENVIRONMENT]
+)
+def test_translated_function_environment(translated: Template, function: str, variable: str, value: Any) -> None:
+    assert translated["Resources"][function]["Properties"]["Environment"]["Variables"].get(variable) == value
+
+
+@pytest.mark.slow
+def test_translated_webhook_secret_grant_names_only_that_secret(translated: Template) -> None:
+    grants = secret_grants(translated)
+    assert sorted(grants) == ["IngestFunctionRole", "RetryFunctionRole"]
+    assert len(grants["IngestFunctionRole"]) == 3
+    assert WEBHOOK_SECRET in grants["IngestFunctionRole"]
+    assert grants["RetryFunctionRole"] == [STRIPE_API_KEY_SECRET]
+    assert (
+        "STRIPE_WEBHOOK_SECRET_ARN"
+        not in translated["Resources"]["RetryFunction"]["Properties"]["Environment"]["Variables"]
+    )
