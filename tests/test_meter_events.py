@@ -197,7 +197,11 @@ def test_an_unknown_meter_is_rejected_with_stripes_reason_and_dead_lettered(mete
     assert letter["Body"]["kind"] == "meter_event" and letter["Body"]["reason"]["http_status"] == 400
 
 
-def test_a_batch_reports_each_event_in_order(metered: Deployment) -> None:
+def test_a_batch_reports_each_event_in_order(metered: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    from usage_reporter import wiring
+
+    monkeypatch.setenv("METER_EVENT_BATCH_API", "v1")  # the stream's batches: tests/test_meter_event_stream.py
+    wiring.reset()
     events = [event(f"b{i}", value=i) for i in range(1, 4)]
     response = metered.post("/v1/meter_events/batch", {"events": events})
 

@@ -33,6 +33,20 @@ def reported(fields: dict[str, Any], stripe_ids: dict[str, str]) -> dict[str, An
     return {"status_code": 200, "body": {"status": "reported", **fields, **stripe_ids}}
 
 
+def accepted(fields: dict[str, Any], stripe_ids: dict[str, str]) -> dict[str, Any]:
+    """Sent in a v2 meter event stream request: Stripe took it and validates it later."""
+    body = {
+        "status": "accepted",
+        **fields,
+        **stripe_ids,
+        "message": (
+            "Stripe received the event and validates it asynchronously. If Stripe finds it invalid, this key's "
+            "answer becomes rejected and the event goes to the dead-letter queue with Stripe's reason."
+        ),
+    }
+    return {"status_code": 202, "body": body}
+
+
 def queued(fields: dict[str, Any], reason: FailureReason) -> dict[str, Any]:
     body = {
         "status": "queued",

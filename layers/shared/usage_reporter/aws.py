@@ -14,6 +14,8 @@ _CLIENT_CONFIG = {
     "connect_timeout": 2,
     "read_timeout": 5,
     "retries": {"mode": "standard", "max_attempts": 3},
+    # A streamed batch processes its (up to 100) events in as many threads at once.
+    "max_pool_connections": 32,
 }
 
 

@@ -60,6 +60,9 @@ class Settings(BaseModel):
     # Stop calling Stripe (and queue instead) when less than this is left of the invocation.
     stripe_budget_reserve_seconds: Annotated[float, Field(ge=0)] = Field(3.0, alias="STRIPE_BUDGET_RESERVE_SECONDS")
 
+    # How /v1/meter_events/batch reaches Stripe: one v2 stream request per batch (validated asynchronously,
+    # errors come back as thin events), or one synchronous v1 request per event (exact answers, 1,000/s).
+    meter_event_batch_api: Literal["stream", "v1"] = Field("stream", alias="METER_EVENT_BATCH_API")
     # Meter events: {"event name": {"customer_key": ..., "value_key": ...}} for meters with custom keys.
     meter_event_keys: dict[str, MeterKeys] = Field(default_factory=dict, alias="METER_EVENT_KEYS")
 

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from . import observability, wiring
 from .answers import Outcome, error_body
 from .auth import AuthenticationError, Client, loggable_client_id
+from .config import get_settings
 from .kinds import MeterEvents
 from .meter_event_models import MeterEvent, MeterEventBatch, MeterEventCancel, ResolvedCancel
 from .models import UsageBatch, UsageRecord
@@ -260,13 +261,14 @@ def _batch_response(outcomes: list[Outcome]) -> Response[dict[str, Any]]:
     return Response(status_code=200, content_type=JSON, body={"results": results, "summary": summary})
 
 
-def _report(records: Sequence[Any], kind: str = "usage_record") -> list[Outcome]:
+def _report(records: Sequence[Any], kind: str = "usage_record", *, stream: bool = False) -> list[Outcome]:
     return wiring.reporter().report_many(
         app.context["client"].client_id,
         records,
         received_at=app.context["received_at"],
         context=app.lambda_context,
         kind=wiring.kinds()[kind],
+        stream=stream,
     )
 
 
@@ -296,7 +298,8 @@ def post_meter_event_batch(
     batch: Annotated[MeterEventBatch, Body(description="A batch of meter events")],
 ) -> Response[dict[str, Any]]:
     refusal = _duplicate_keys(batch.events, "events") or _meter_event_refusal(batch.events, batch=True)
-    return refusal or _batch_response(_report(batch.events, "meter_event"))
+    stream = get_settings().meter_event_batch_api == "stream"
+    return refusal or _batch_response(_report(batch.events, "meter_event", stream=stream))
 
 
 @app.post("/v1/meter_events/cancel", summary="Cancel an earlier meter event (within 24 h of Stripe receiving it)")

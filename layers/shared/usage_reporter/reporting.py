@@ -37,6 +37,7 @@ from .models import DeliveryPlan, FailureReason, QueuedRecord, StripeMeterEvent,
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
+from .stream_batch import StreamBatch, StreamSlot
 from .stripe_gateway import StripeDeliveryError, StripeGateway, worst_case_seconds
 
 IN_PROGRESS_RETRY_AFTER_SECONDS = 5
@@ -45,6 +46,7 @@ UNAVAILABLE_RETRY_AFTER_SECONDS = 30
 
 _METRIC_BY_STATUS = {
     "reported": "Reported",
+    "accepted": "Accepted",
     "queued": "Queued",
     "rejected": "Rejected",
     "idempotency_conflict": "IdempotencyConflict",
@@ -109,14 +111,28 @@ class Reporter:
         received_at: int,
         context: LambdaContext,
         kind: RecordKind | None = None,
+        stream: bool = False,
     ) -> list[Outcome]:
-        """Report each record (in parallel, bounded); outcomes in the order of ``records``."""
+        """Report each record (in parallel, bounded); outcomes in the order of ``records``. ``stream``: the
+        meter events go to Stripe together, in one v2 meter event stream request (see ``stream_batch``)."""
         kind = kind or UsageRecords()
         self._config.register_lambda_context(context)
         workers = min(self._settings.batch_concurrency, len(records))
+        batch = None
+        if stream:
+            # Every event's processing must be able to reach the batch at once: one thread each (at most 100).
+            workers = len(records)
+            # An event waits for the others only while the invocation still has time for the Stripe call.
+            wait_seconds = max(1.0, context.get_remaining_time_in_millis() / 1000 - self._stripe_call_seconds)
+            batch = StreamBatch(self._gateway.stream_meter_events, len(records), wait_seconds)
 
         def one(record: Any) -> Outcome:
-            return self._report(kind, client_id, record, received_at, context)
+            slot = batch.slot() if batch else None
+            try:
+                return self._report(kind, client_id, record, received_at, context, stream=slot)
+            finally:
+                if slot:
+                    slot.end()
 
         if workers <= 1:
             outcomes = [one(record) for record in records]
@@ -141,10 +157,11 @@ class Reporter:
             raise CancelRefused(
                 422, "unknown_idempotency_key", "this client sent no meter event with this idempotency_key"
             )
-        status = self._stored_status(events, dedup_request(client_id, idempotency_key, plan.record))
-        if status == 422:
+        stored = self._stored_answer(events, dedup_request(client_id, idempotency_key, plan.record))
+        status = (stored or {}).get("body", {}).get("status")
+        if status == "rejected":
             raise CancelRefused(422, "nothing_to_cancel", "Stripe refused this event: there is nothing to cancel")
-        if status != 200:
+        if status not in ("reported", "accepted"):
             raise CancelRefused(
                 409,
                 "event_not_reported",
@@ -160,8 +177,8 @@ class Reporter:
             )
         return ResolvedCancel(idempotency_key, plan.stripe.event_name, plan.stripe.identifier)
 
-    def _stored_status(self, kind: RecordKind, request: dict[str, Any]) -> int | None:
-        """The status code of the stored answer for ``request`` (None: no completed answer)."""
+    def _stored_answer(self, kind: RecordKind, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored answer for ``request``, ``{"status_code", "body"}`` (None: no completed answer)."""
         store = self._stores[kind.name]
         store.configure(self._config, key_prefix=kind.key_prefix)
         try:
@@ -172,12 +189,12 @@ class Reporter:
             raise DeliveryImpossible(f"cannot look up the key: {exc}") from exc
         if found is None or found.status != STATUS_CONSTANTS["COMPLETED"]:
             return None
-        return int((found.response_json_as_dict() or {}).get("status_code", 0)) or None
+        return found.response_json_as_dict() or None
 
     def answered(self, kind: RecordKind, client_id: str, record: Any) -> bool:
         """Whether this (client, key, payload) has a completed answer: a replay."""
         request = dedup_request(client_id, record.idempotency_key, record.dedup_payload())
-        return self._stored_status(kind, request) is not None
+        return self._stored_answer(kind, request) is not None
 
     def has_answer(self, kind: RecordKind, client_id: str, record: Any) -> bool:
         """Whether this (client, key) already has a stored answer or a processing (with any payload): then
@@ -196,7 +213,14 @@ class Reporter:
         return found is not None
 
     def _report(
-        self, kind: RecordKind, client_id: str, record: Any, received_at: int, context: LambdaContext
+        self,
+        kind: RecordKind,
+        client_id: str,
+        record: Any,
+        received_at: int,
+        context: LambdaContext,
+        *,
+        stream: StreamSlot | None = None,
     ) -> Outcome:
         key = record.idempotency_key
         try:
@@ -206,6 +230,7 @@ class Reporter:
                 received_at=received_at,
                 context=context,
                 kind=kind,
+                stream=stream,
             )
         except IdempotencyAlreadyInProgressError:
             return Outcome(
@@ -242,7 +267,14 @@ class Reporter:
         return Outcome(stored["status_code"], stored["body"], replayed=replayed)
 
     def _deliver(
-        self, request: dict[str, Any], record: Any, received_at: int, context: LambdaContext, kind: RecordKind
+        self,
+        request: dict[str, Any],
+        record: Any,
+        received_at: int,
+        context: LambdaContext,
+        kind: RecordKind,
+        *,
+        stream: StreamSlot | None = None,
     ) -> dict[str, Any]:
         """A processing of a (client, key): runs under the dedup lock; a later one only after a failed one."""
         client_id = request["client_id"]
@@ -291,6 +323,10 @@ class Reporter:
         try:
             started = time.perf_counter()
             try:
+                if stream is not None and isinstance(params, StripeMeterEvent) and stream.offer(params):
+                    # Stripe validates streamed events later; an invalid one comes back as a thin event.
+                    logger.info("accepted", extra={"idempotency_key": key, "stripe_identifier": params.identifier})
+                    return answers.accepted(fields, {kind.id_field: params.identifier})
                 stripe_id = kind.send(self._gateway, params, plan.stripe_idempotency_key)
             finally:
                 observability.stripe_latency((time.perf_counter() - started) * 1000)

@@ -8,9 +8,13 @@ while Stripe remembers the key (~24 h); after that, the dedup table is the sourc
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
 import json
+import threading
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
@@ -109,10 +113,45 @@ def classify(error: Exception) -> StripeDeliveryError:
     return StripeDeliveryError(reason, permanent=permanent)
 
 
+class StreamRefused(Exception):
+    """Stripe refused a meter event stream request as a whole (nothing of it was taken): send the events
+    one by one through v1 instead, so that each gets Stripe's own answer."""
+
+    def __init__(self, reason: FailureReason) -> None:
+        super().__init__(reason.message)
+        self.reason = reason
+
+
+# Renew a meter event session this long before Stripe's expiry: a request must not race the clock.
+SESSION_RENEW_MARGIN_SECONDS = 60
+
+
+class _MeterEventSession:
+    """The v2 meter event stream's authentication token (valid 15 minutes), shared by every request of this
+    process and renewed before it expires, or when Stripe says it has."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._api_key = ""
+
+    def token(self, client: stripe.StripeClient, api_key: str, *, renew: bool = False) -> str:
+        with self._lock:
+            fresh = time.time() < self._expires_at - SESSION_RENEW_MARGIN_SECONDS and api_key == self._api_key
+            if renew or self._token is None or not fresh:
+                session = client.v2.billing.meter_event_session.create()
+                self._token = session.authentication_token
+                self._expires_at = datetime.datetime.fromisoformat(session.expires_at).timestamp()
+                self._api_key = api_key
+            return self._token
+
+
 class StripeGateway:
     def __init__(self, settings: Settings, api_key: SecretSource) -> None:
         self._settings = settings
         self._api_key = api_key
+        self._session = _MeterEventSession()
 
     def _client(self) -> stripe.StripeClient:
         key = self._api_key.get()
@@ -170,6 +209,41 @@ class StripeGateway:
             raise classify(exc) from exc
         return event.identifier
 
+    def stream_meter_events(self, events: Sequence[StripeMeterEvent]) -> None:
+        """Send up to 100 events in one v2 meter event stream request. Stripe validates them later and
+        reports the invalid ones as thin events. ``StreamRefused`` when Stripe refuses the request as a
+        whole; ``StripeDeliveryError`` (transient) when it may or may not have taken them."""
+        import stripe
+
+        client = self._client()
+        params: Any = {  # the SDK's TypedDict for these parameters
+            "events": [
+                {
+                    "event_name": event.event_name,
+                    "payload": event.payload,
+                    "identifier": event.identifier,
+                    "timestamp": _rfc3339(event.timestamp),
+                }
+                for event in events
+            ]
+        }
+        api_key = self._api_key.get()
+        try:
+            for renewed in (False, True):
+                token = self._session.token(client, api_key, renew=renewed)
+                try:
+                    client.v2.billing.meter_event_stream.create(params=params, options={"api_key": token})
+                    return
+                except (stripe.TemporarySessionExpiredError, stripe.AuthenticationError):
+                    # The session ended before we thought (or was revoked): once more with a new one.
+                    if renewed:
+                        raise
+        except stripe.StripeError as exc:
+            failure = classify(exc)
+            if failure.permanent:
+                raise StreamRefused(failure.reason) from exc
+            raise failure from exc
+
     def cancel_meter_event(self, cancel: StripeMeterEventCancel, idempotency_key: str) -> str:
         """Cancel the event with ``cancel.cancel_identifier``; that identifier, or ``StripeDeliveryError``."""
         import stripe
@@ -187,6 +261,11 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise classify(exc) from exc
         return cancel.cancel_identifier
+
+
+def _rfc3339(unix_seconds: int) -> str:
+    """The v2 API's time format."""
+    return datetime.datetime.fromtimestamp(unix_seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 @functools.lru_cache(maxsize=2)  # rebuilt only when the key rotates
