@@ -150,8 +150,10 @@ class Deployment:
         # The ingest's environment here is the test's (secrets, Stripe base); other functions get the overrides.
         return {**self.env, **self.overrides} if logical_id == "IngestFunction" else dict(self.overrides)
 
-    def stored_answer(self, key: str, client_id: str = DEMO_CLIENT_ID) -> dict[str, Any]:
-        [item] = [i for i in self.dedup_items() if json.loads(i["data"]["S"])["body"].get("idempotency_key") == key]
+    def stored_answer(self, key: str, client_id: str = DEMO_CLIENT_ID, *, prefix: str = KEY_PREFIX) -> dict[str, Any]:
+        """The answer stored for ``key`` among the dedup records of one kind (``prefix``: the kind's key prefix)."""
+        items = self.dedup_items(prefix)
+        [item] = [i for i in items if json.loads(i["data"]["S"])["body"].get("idempotency_key") == key]
         assert item["status"]["S"] == "COMPLETED"
         return json.loads(item["data"]["S"])  # type: ignore[no-any-return]
 
@@ -160,9 +162,9 @@ class Deployment:
     def table_items(self) -> list[dict[str, Any]]:
         return boto3.client("dynamodb").scan(TableName=self.table_name)["Items"]  # type: ignore[no-any-return]
 
-    def dedup_items(self) -> list[dict[str, Any]]:
-        """Powertools' dedup records (the stored answers)."""
-        return [i for i in self.table_items() if i["id"]["S"].startswith(f"{KEY_PREFIX}#")]
+    def dedup_items(self, prefix: str = KEY_PREFIX) -> list[dict[str, Any]]:
+        """Powertools' dedup records (the stored answers) of one kind."""
+        return [i for i in self.table_items() if i["id"]["S"].startswith(f"{prefix}#")]
 
     def delivery_plans(self) -> list[dict[str, Any]]:
         """The Stripe request fixed for each key (``DeliveryPlan`` JSON)."""

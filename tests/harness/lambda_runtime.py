@@ -97,6 +97,10 @@ def http_api_event(
     }
 
 
+# The signing secret of the local event destination (a real one comes from Stripe's Dashboard).
+LOCAL_STRIPE_WEBHOOK_SECRET = "whsec_local_stripe_usage_reporter"
+
+
 def load_handler(function: str = "ingest") -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """``functions/<function>/app.py``'s ``lambda_handler``, imported under a unique module name."""
     module_name = f"functions_{function}_app"
@@ -147,6 +151,8 @@ def local_environment(
         SecretId=env["CLIENT_SECRETS_SECRET_ARN"],
         SecretString=json.dumps(dict(clients or {DEMO_CLIENT_ID: DEMO_CLIENT_SECRET})),
     )
+    if env.get("STRIPE_WEBHOOK_SECRET_ARN"):  # the ingest's: Stripe's event destination signs with it
+        secrets.put_secret_value(SecretId=env["STRIPE_WEBHOOK_SECRET_ARN"], SecretString=LOCAL_STRIPE_WEBHOOK_SECRET)
     if stripe_api_base:
         env["STRIPE_API_BASE"] = stripe_api_base
     return stack, env

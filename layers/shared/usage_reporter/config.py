@@ -49,6 +49,9 @@ class Settings(BaseModel):
     stripe_api_key_secret_arn: str | None = Field(None, alias="STRIPE_API_KEY_SECRET_ARN")
     stripe_api_key: str | None = Field(None, alias="STRIPE_API_KEY", repr=False)
     stripe_api_base: str | None = Field(None, alias="STRIPE_API_BASE")
+    # The signing secret (whsec_...) of the Stripe event destination that posts to /v1/stripe/events.
+    stripe_webhook_secret_arn: str | None = Field(None, alias="STRIPE_WEBHOOK_SECRET_ARN")
+    stripe_webhook_secret: str | None = Field(None, alias="STRIPE_WEBHOOK_SECRET", repr=False)
     stripe_mode: Literal["test", "live"] = Field("test", alias="STRIPE_MODE")
     stripe_version: str = Field(DEFAULT_STRIPE_VERSION, alias="STRIPE_API_VERSION")
     # One attempt plus retries must fit the Lambda timeout: see template.yaml.
@@ -79,6 +82,8 @@ class Settings(BaseModel):
         "stripe_api_key_secret_arn",
         "stripe_api_key",
         "stripe_api_base",
+        "stripe_webhook_secret_arn",
+        "stripe_webhook_secret",
         mode="before",
     )
     @classmethod

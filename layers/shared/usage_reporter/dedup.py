@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import S
 
 from . import aws
 from .config import Settings
-from .models import DeliveryPlan
+from .models import DeliveryPlan, record_digest
 
 # A fixed prefix (not the function's name), so the retry worker addresses the same items.
 KEY_PREFIX = "usage-record"
@@ -137,22 +137,26 @@ class DeliveryPlans:
 
     def find(self, scope: str, client_id: str, idempotency_key: str) -> DeliveryPlan | None:
         """The plan in force for this key, or None (never processed, or past the dedup window)."""
+        return self._find(self._key(scope, client_id, idempotency_key))
+
+    def _find(self, key: dict[str, Any]) -> DeliveryPlan | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            item = self._dynamodb.get_item(
-                TableName=self._table, Key=self._key(scope, client_id, idempotency_key), ConsistentRead=True
-            ).get("Item")
+            item = self._dynamodb.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
         except (BotoCoreError, ClientError) as exc:
             raise PlanUnavailable(f"cannot read the delivery plan: {exc}") from exc
         if not item or int(item["expiration"]["N"]) < time.time():
             return None
         return DeliveryPlan.model_validate_json(item["plan"]["S"])
 
+    def find_by_digest(self, scope: str, digest: str) -> DeliveryPlan | None:
+        """The plan of the (client, key) whose ``record_digest`` is ``digest`` (what a Stripe identifier ends in)."""
+        return self._find({"id": {"S": f"{PLAN_PREFIX}#{scope}#{digest}"}})
+
     @staticmethod
     def _key(scope: str, client_id: str, idempotency_key: str) -> dict[str, Any]:
-        digest = hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
-        return {"id": {"S": f"{PLAN_PREFIX}#{scope}#{digest}"}}
+        return {"id": {"S": f"{PLAN_PREFIX}#{scope}#{record_digest(client_id, idempotency_key)}"}}
 
     def _read(self, key: dict[str, Any]) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -33,6 +33,7 @@ from .observability import logger
 from .secrets import SecretUnavailable
 
 MAX_BODY_BYTES = 256 * 1024
+STRIPE_EVENTS_ROUTE = "POST /v1/stripe/events"
 REPLAYED_HEADER = "Idempotent-Replayed"
 JSON = "application/json"
 
@@ -102,6 +103,29 @@ def _parse_body(body: bytes) -> tuple[str | None, dict[str, Any] | None]:
     return text, None
 
 
+def _route_key(event: dict[str, Any]) -> str:
+    context = event.get("requestContext", {}).get("http", {})
+    return f"{context.get('method', '')} {event.get('rawPath', '')}"
+
+
+def _stripe_event(body: bytes, signature: str | None) -> dict[str, Any]:
+    """``POST /v1/stripe/events``: a thin event from Stripe's event destination (meter error reports)."""
+    from .stripe_gateway import InvalidStripeSignature
+
+    try:
+        handled = wiring.stripe_event_receiver().receive(body.decode("utf-8"), signature)
+    except (InvalidStripeSignature, UnicodeDecodeError) as exc:
+        observability.count("StripeEventSignatureInvalid")
+        logger.warning("Stripe event refused: bad signature", extra={"reason": str(exc)})
+        return _response(400, error_body("invalid_signature", "the Stripe-Signature header does not verify"))
+    except Exception as exc:  # DynamoDB, SQS, Stripe or the secret: none of them may lose the report
+        # Stripe delivers the event again later (for days): nothing is lost by answering 503 now.
+        logger.exception("Stripe event not handled; Stripe will deliver it again", extra={"cause": str(exc)})
+        observability.count("ServiceUnavailable")
+        return _response(503, error_body("service_unavailable", "retry later"), {"Retry-After": "60"})
+    return _response(200, handled.as_json())
+
+
 def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
     try:
@@ -110,6 +134,8 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
         return _refusal(400, "invalid_json", "the body cannot be decoded")
     if len(body) > MAX_BODY_BYTES:  # before the HMACs: their cost must not grow with what a stranger sends
         return _refusal(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    if _route_key(event) == STRIPE_EVENTS_ROUTE:  # Stripe signs these itself, with the destination's secret
+        return _stripe_event(body, headers.get("stripe-signature"))
     try:
         client = wiring.authenticator().authenticate(headers, body)
     except AuthenticationError as exc:

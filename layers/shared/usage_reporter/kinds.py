@@ -9,20 +9,14 @@ send them, and which fields its answers carry.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Protocol
 
 from .config import MeterKeys, Settings
 from .meter_event_models import MeterEvent, ResolvedCancel
-from .models import RecordKindName, StripeMeterEvent, StripeMeterEventCancel, StripeUsage, UsageRecord
+from .models import RecordKindName, StripeMeterEvent, StripeMeterEventCancel, StripeUsage, UsageRecord, record_digest
 from .stripe_gateway import StripeGateway
 
 StripeParamsModel = StripeUsage | StripeMeterEvent | StripeMeterEventCancel
-
-
-def _digest(client_id: str, idempotency_key: str) -> str:
-    return hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
 
 
 class RecordKind(Protocol):
@@ -47,7 +41,7 @@ class UsageRecords:
     id_field = "stripe_id"
 
     def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str:
-        return f"usage-record-{_digest(client_id, idempotency_key)}"
+        return f"usage-record-{record_digest(client_id, idempotency_key)}"
 
     def stripe_params(self, record: UsageRecord, client_id: str, received_at: int) -> StripeUsage:
         return StripeUsage(
@@ -81,7 +75,14 @@ class MeterEvents:
 
     def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str:
         # Also the event's identifier (at most 100 characters): Stripe refuses a second event with it.
-        return f"meter-event-{_digest(client_id, idempotency_key)}"
+        return f"meter-event-{record_digest(client_id, idempotency_key)}"
+
+    def digest_of(self, identifier: str) -> str | None:
+        """The ``record_digest`` an identifier of ours carries, or None for one we did not make."""
+        digest = identifier.removeprefix(f"{self.key_prefix}-")
+        if digest == identifier or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            return None
+        return digest
 
     def customer_problem(self, event: MeterEvent) -> str | None:
         """Why the event names no customer, or None."""
@@ -124,7 +125,7 @@ class MeterEventCancels:
     id_field = "cancelled_identifier"
 
     def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str:
-        return f"meter-event-cancel-{_digest(client_id, idempotency_key)}"
+        return f"meter-event-cancel-{record_digest(client_id, idempotency_key)}"
 
     def stripe_params(self, record: ResolvedCancel, client_id: str, received_at: int) -> StripeMeterEventCancel:
         return StripeMeterEventCancel(event_name=record.event_name, cancel_identifier=record.identifier)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Annotated, Literal
 
@@ -25,6 +27,12 @@ IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 SubscriptionItemId = Annotated[str, StringConstraints(pattern=r"^si_[A-Za-z0-9]+$", max_length=255)]
 Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
 UnixSeconds = Annotated[int, Field(gt=0)]
+
+
+def record_digest(client_id: str, idempotency_key: str) -> str:
+    """A (client, key)'s fixed-length name: in its Stripe Idempotency-Key (a meter event's identifier) and in
+    its delivery plan's id, so that an identifier Stripe reports leads back to the plan."""
+    return hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
 
 
 def unix_seconds_or_now(value: object, handler: ValidatorFunctionWrapHandler) -> int | str:
@@ -215,6 +223,8 @@ class DeliveryPlan(BaseModel):
         default_factory=dict, description="That payload (a cancellation finds the event's stored answer with it)."
     )
     fixed_at: int = Field(description="When the plan was fixed: the key's first processing.")
+    client_id: str = Field("", description="Whose key (an identifier Stripe reports leads back to the caller).")
+    idempotency_key: str = ""
 
 
 class DeliveryState(BaseModel):

@@ -285,6 +285,8 @@ class Reporter:
             payload_sha256=payload_sha256(request["record"]),
             record=request["record"],
             fixed_at=received_at,
+            client_id=client_id,
+            idempotency_key=key,
         )
         try:
             plan = self._plans.fix(kind.key_prefix, client_id, key, proposed)

@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
@@ -120,6 +121,32 @@ class StreamRefused(Exception):
     def __init__(self, reason: FailureReason) -> None:
         super().__init__(reason.message)
         self.reason = reason
+
+
+class InvalidStripeSignature(Exception):
+    """A request to the event destination that Stripe did not sign with the endpoint's secret (or too long ago)."""
+
+
+METER_ERROR_EVENT_TYPES = frozenset({"v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"})
+
+
+@dataclass(frozen=True)
+class SampledMeterError:
+    """One failing meter event Stripe names in an error report: its identifier, Stripe's code and message."""
+
+    identifier: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StripeEventNotice:
+    """A verified thin event; for a meter error report, how many events failed and the ones Stripe sampled."""
+
+    event_id: str
+    type: str
+    error_count: int = 0
+    samples: tuple[SampledMeterError, ...] = ()
 
 
 # Renew a meter event session this long before Stripe's expiry: a request must not race the clock.
@@ -243,6 +270,30 @@ class StripeGateway:
             if failure.permanent:
                 raise StreamRefused(failure.reason) from exc
             raise failure from exc
+
+    def read_event_notification(self, payload: str, signature: str | None, secret: str) -> StripeEventNotice:
+        """Verify a thin event's ``Stripe-Signature`` (``InvalidStripeSignature``); for a meter error report,
+        fetch the full event from Stripe for its errors (``StripeDeliveryError`` when Stripe cannot say)."""
+        import stripe
+
+        client = self._client()
+        try:
+            notification = client.parse_event_notification(payload, signature, secret)
+        except (stripe.SignatureVerificationError, ValueError) as exc:
+            raise InvalidStripeSignature(str(exc)) from None  # the message never quotes the signature
+        if notification.type not in METER_ERROR_EVENT_TYPES:
+            return StripeEventNotice(notification.id, notification.type)
+        try:
+            event: Any = notification.fetch_event()
+        except stripe.StripeError as exc:
+            raise classify(exc) from exc
+        reason = event.data.reason
+        samples = tuple(
+            SampledMeterError(sample.request.identifier, error_type.code, sample.error_message)
+            for error_type in reason.error_types
+            for sample in error_type.sample_errors
+        )
+        return StripeEventNotice(event.id, event.type, int(reason.error_count), samples)
 
     def cancel_meter_event(self, cancel: StripeMeterEventCancel, idempotency_key: str) -> str:
         """Cancel the event with ``cancel.cancel_identifier``; that identifier, or ``StripeDeliveryError``."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .queues import RecordQueues
     from .reporting import Reporter
     from .retrying import RetryWorker
+    from .stripe_events import StripeEventReceiver
     from .stripe_gateway import StripeGateway
 
 
@@ -95,7 +96,33 @@ def retry_worker() -> RetryWorker:
     return RetryWorker(settings, stripe_gateway(), queues(), ledgers, kinds())
 
 
+@functools.cache
+def stripe_event_receiver() -> StripeEventReceiver:
+    from .dedup import DedupLedger, DeliveryPlans, persistence_layer
+    from .kinds import MeterEvents
+    from .stripe_events import StripeEventReceiver
+
+    settings = get_settings()
+    kind = kinds()["meter_event"]
+    assert isinstance(kind, MeterEvents)
+    webhook_secret = SecretSource(
+        secret_arn=settings.stripe_webhook_secret_arn,
+        value=settings.stripe_webhook_secret,
+        cache_seconds=settings.secrets_cache_seconds,
+        name="Stripe webhook secret",
+    )
+    return StripeEventReceiver(
+        gateway=stripe_gateway(),
+        webhook_secret=webhook_secret,
+        plans=DeliveryPlans(settings, aws.client("dynamodb")),
+        ledger=DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix),
+        queues=queues(),
+        kind=kind,
+    )
+
+
 def reset() -> None:
     """Forget everything built from the environment (tests and the local server change it)."""
-    for cached in (get_settings, aws.client, authenticator, queues, stripe_gateway, kinds, reporter, retry_worker):
+    every = (get_settings, aws.client, authenticator, queues, stripe_gateway, kinds, reporter, retry_worker)
+    for cached in (*every, stripe_event_receiver):
         cached.cache_clear()
