@@ -117,6 +117,18 @@ v2 errors are ``{"error": {"type", "code", "message", "doc_url"}}``. Faults with
 these endpoints too. Messages are Stripe's where known (no active meter, identifier held, 35 days, 15 digits,
 customer mapping key, no meter found, session expired); the rest are the fake's own.
 
+**Lookups** (v1 GETs, their parameters read from the query; unknown or empty ones refused as above).
+``GET /v1/billing/meters`` lists the meters newest first (``status`` ``active``/``inactive``; ``limit`` 1 to 100,
+default 10, else 400 ``parameter_invalid_integer`` with ``param: limit``; ``starting_after`` or ``ending_before``, an
+id of the list, else 400 ``resource_missing``; both: ``parameters_exclusive``) as Stripe's list object
+(``object``, ``data``, ``has_more``, ``url``). ``GET /v1/subscription_items/{id}`` answers the item with its
+``price`` (``recurring.usage_type: metered``, ``recurring.meter`` null for a legacy metered price, else the meter's
+id; ``aggregate_usage: sum`` before basil, which removed it) and ``subscription`` (its id, or the object with
+``expand[]=subscription``); ``GET /v1/subscriptions/{id}`` answers the subscription (``customer``, ``status:
+active``, ``items`` a list object). The billing period is on the items from basil on, on the subscription before.
+Unknown ids: 404 ``resource_missing``, ``param: id``. ``add_subscription_items(..., customer=, price=,
+subscription=, meter=)`` sets them up (ids generated when not given).
+
 **Control endpoints** (no auth; tests call the methods directly): ``GET /_fake/ledger``;
 ``POST /_fake/faults`` (``kind``, ``status``, ``seconds``, ``times``, ``subscription_item``);
 ``GET|POST /_fake/subscription_items/<si>/billing_period`` (POST with ``start`` and ``end``, unix
@@ -131,7 +143,8 @@ answers are ``{"subscription_item", "current_period_start", "current_period_end"
 ``faults``, ``idempotency``, ``account`` (the state, and the controls over it), ``fake`` (``FakeStripe``:
 the API over the account), ``server`` (the HTTP transport); for meters ``meter_rules`` (their rules),
 ``meter_objects``, ``metering`` (meters, customers, ledger, errors), ``meter_stream`` (sessions, the stream),
-``thin_events`` (error reports), ``meter_api`` (the endpoints), ``meter_control`` (the controls);
+``thin_events`` (error reports), ``meter_api`` (the endpoints), ``meter_control`` (the controls); for lookups
+``query_rules`` (GET parameters, list pages), ``catalog`` (subscriptions, items, prices), ``catalog_api``;
 ``python -m tests.harness.fake_stripe`` serves it.
 """
 

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .catalog import Catalog
 from .faults import FAULT_KINDS, Fault, FaultQueue
 from .idempotency import IdempotencyKeys
 from .meter_stream import MeterStream
@@ -17,8 +18,9 @@ from .thin_events import ErrorReports
 
 class FakeAccount:
     """Subscription items and their billing periods, the ledger of accepted usage records, the requests
-    received, the faults queued, the results saved for Idempotency-Keys, and the Billing meters (``metering``,
-    ``meter_stream``, ``error_reports``); one lock guards them all."""
+    received, the faults queued, the results saved for Idempotency-Keys, the items' subscriptions and prices
+    (``catalog``), and the Billing meters (``metering``, ``meter_stream``, ``error_reports``); one lock guards them
+    all."""
 
     def __init__(
         self,
@@ -40,6 +42,7 @@ class FakeAccount:
         self._lock = threading.RLock()
         self._faults = FaultQueue(self._lock)
         self._idempotency = IdempotencyKeys(self._lock)
+        self.catalog = Catalog(self._lock)
         self.metering = Metering(self._lock, self._time)
         self.meter_stream = MeterStream(self.metering)
         self.error_reports = ErrorReports(self.metering)
@@ -57,14 +60,38 @@ class FakeAccount:
         """The clock, read late: a test may replace ``clock``."""
         return self.clock()
 
-    def add_subscription_items(self, *items: str, legacy_metered: bool = True) -> None:
+    def add_subscription_items(
+        self,
+        *items: str,
+        legacy_metered: bool = True,
+        customer: str | None = None,
+        price: str | None = None,
+        subscription: str | None = None,
+        meter: str | None = None,
+    ) -> None:
         """Items that exist; a new one's period is ``period_seconds`` long, begun ``period_elapsed_seconds`` ago.
-        ``legacy_metered=False``: the item's price bills through a meter, so Stripe refuses its usage records."""
-        start = self.now() - self.period_elapsed_seconds
+        ``legacy_metered=False``: the item's price bills through a meter (``meter``, an id, or none named), so
+        Stripe refuses its usage records. The items share one subscription (``subscription``, added to if it
+        exists) of ``customer`` and one price (``price``, reused if it exists); ids are generated for those not
+        given (``sub_``, ``cus_``, ``price_``). ``ValueError``: a meter for a legacy price, or a price or
+        subscription that exists with another meter or customer."""
+        now = self.now()
+        start = now - self.period_elapsed_seconds
         with self._lock:
+            self.catalog.add(
+                items,
+                now=now,
+                legacy_metered=legacy_metered,
+                customer=customer,
+                price=price,
+                subscription=subscription,
+                meter=meter,
+            )
             for item in items:
                 self.subscription_items.add(item)
-                if not legacy_metered:
+                if legacy_metered:  # an item added again is on the price this call gave it
+                    self.metered_price_items.discard(item)
+                else:
                     self.metered_price_items.add(item)
                 self._periods.setdefault(item, BillingPeriod(start, start + self.period_seconds))
 
@@ -114,6 +141,7 @@ class FakeAccount:
             self.requests.clear()
             self._faults.clear()
             self._idempotency.clear()
+            self.catalog.reset()
             self.metering.reset()
             self.meter_stream.reset()
             self.error_reports.reset()

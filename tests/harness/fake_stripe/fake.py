@@ -11,6 +11,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from .account import FakeAccount, answer_control
+from .catalog_api import CatalogApi, is_catalog_route
 from .faults import Fault
 from .meter_api import MeterApi, is_meter_route
 from .meter_control import MeterControls, answer_meter_control
@@ -71,6 +72,7 @@ class FakeStripe(FakeAccount, MeterControls):
         self.metering.decimal_values = decimal_meter_values
         self.metering.unknown_customers_async = unknown_customers_async
         self.meter_api = MeterApi(self.metering, self.meter_stream, self.error_reports, self._idempotency)
+        self.catalog_api = CatalogApi(self.catalog, self.billing_period)
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -98,6 +100,8 @@ class FakeStripe(FakeAccount, MeterControls):
         content_type = headers.get("content-type", "application/x-www-form-urlencoded").split(";")[0].strip()
         text = raw_body.decode("utf-8", errors="replace")
         params = parse_form(text) if content_type == "application/x-www-form-urlencoded" else {}
+        if method == "GET":  # Stripe reads a GET's parameters from its query
+            params = parse_form(query)
         v2 = route.startswith("/v2/")  # v2 reads JSON bodies, v1 forms only
         document = _json(text) if v2 and content_type == "application/json" else None
         with self._lock:
@@ -132,6 +136,8 @@ class FakeStripe(FakeAccount, MeterControls):
                 return v2_error(400, "invalid_request_error", "invalid_json", "The request body is not valid JSON.")
             meter_reply = self.meter_api.answer(method, route, params, document, key, version, slow)
             reply = meter_reply or unknown_url(method, route)
+        elif is_catalog_route(route):
+            reply = self.catalog_api.answer(method, route, params, version) or unknown_url(method, route)
         elif method != "POST" or subscription_item is None or version[:10] >= FIRST_VERSION_WITHOUT_USAGE_RECORDS:
             return unknown_url(method, route)
         else:

@@ -17,6 +17,8 @@ from .meter_rules import (
     METER_EVENT_SESSION_PATH,
     METER_EVENT_STREAM_PATH,
     METER_EVENTS_PATH,
+    METER_LIST_PATH,
+    METER_STATUSES,
     METERS_PATH,
     Adjustment,
     adjustment_params,
@@ -27,10 +29,17 @@ from .meter_rules import (
 )
 from .meter_stream import MeterStream
 from .metering import Judged, Metering
+from .query_rules import LIST_PARAMS, list_object, page_params, query_refusal
 from .rules import Params, Reply, stripe_error
 from .thin_events import ErrorReports
 
-METER_ROUTES = (METER_EVENTS_PATH, METER_EVENT_ADJUSTMENTS_PATH, METER_EVENT_SESSION_PATH, METER_EVENT_STREAM_PATH)
+METER_ROUTES = (
+    METER_EVENTS_PATH,
+    METER_EVENT_ADJUSTMENTS_PATH,
+    METER_EVENT_SESSION_PATH,
+    METER_EVENT_STREAM_PATH,
+    METER_LIST_PATH,
+)
 
 
 def is_meter_route(route: str) -> bool:
@@ -71,6 +80,8 @@ class MeterApi:
             return self._stream.open_session()
         if method == "POST" and route == METER_EVENT_STREAM_PATH:
             return self._stream.receive(document, version)
+        if method == "GET" and route == METER_LIST_PATH:
+            return self.list_meters(params)
         if method == "GET" and route.startswith(METERS_PATH):
             with self._metering.lock:
                 meter = self._metering.meters.get(route.removeprefix(METERS_PATH))
@@ -93,6 +104,25 @@ class MeterApi:
                 )
             return Reply(200, event)
         return None
+
+    def list_meters(self, params: Params) -> Reply:
+        """``GET /v1/billing/meters``: the meters newest first (of one ``status``, if given), a page at a time."""
+        refusal = query_refusal(params, LIST_PARAMS | {"status"}, expandable=frozenset())
+        if refusal:
+            return refusal
+        status = params.get("status")
+        if status is not None and status not in METER_STATUSES:
+            return stripe_error(400, "Invalid status: must be one of active or inactive", param="status")
+        page = page_params(params)
+        if isinstance(page, Reply):
+            return page
+        with self._metering.lock:
+            added_last_first = reversed(list(self._metering.meters.values()))
+            # Newest first; of meters created in the same second, the one added last first (a stable sort).
+            ordered = [m.as_json() for m in sorted(added_last_first, key=lambda m: m.created, reverse=True)]
+        return list_object(
+            ordered, page, METER_LIST_PATH, keep=lambda m: status is None or m["status"] == status, noun="billing meter"
+        )
 
     def record(self, incoming: Incoming, *, version: str, key: str | None) -> Reply:
         """``POST /v1/billing/meter_events`` once its parameters are valid: Stripe's synchronous checks."""

@@ -15,6 +15,8 @@ from .rules import DAY, Params, Reply, invalid_empty, parse_integer, stripe_erro
 METER_EVENTS_PATH = "/v1/billing/meter_events"
 METER_EVENT_ADJUSTMENTS_PATH = "/v1/billing/meter_event_adjustments"
 METERS_PATH = "/v1/billing/meters/"  # + meter id: what a thin event's related_object.url points at
+METER_LIST_PATH = "/v1/billing/meters"
+METER_STATUSES = ("active", "inactive")
 METER_EVENT_SESSION_PATH = "/v2/billing/meter_event_session"
 METER_EVENT_STREAM_PATH = "/v2/billing/meter_event_stream"
 EVENTS_PATH = "/v2/core/events/"  # + event id
