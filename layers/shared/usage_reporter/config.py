@@ -31,6 +31,18 @@ class MeterKeys(BaseModel):
     value_key: str = Field("value", min_length=1, max_length=100)
 
 
+class MirrorTarget(BaseModel):
+    """Where a mirrored usage record goes: the meter's event name, and the customer (from Stripe when unset)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_name: str = Field(min_length=1, max_length=100)
+    customer: str | None = Field(None, pattern=r"^cus_[A-Za-z0-9]+$")
+
+
+MirrorSource = Annotated[str, Field(pattern=r"^(si|price)_[A-Za-z0-9]+$")]
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -69,6 +81,10 @@ class Settings(BaseModel):
     # Meter events: {"event name": {"customer_key": ..., "value_key": ...}} for meters with custom keys.
     meter_event_keys: dict[str, MeterKeys] = Field(default_factory=dict, alias="METER_EVENT_KEYS")
 
+    # Migration: usage records for these subscription items (si_...) or legacy prices (price_...) are also
+    # reported as meter events: {"si_123": {"event_name": "api_requests", "customer": "cus_123"}, ...}.
+    usage_record_mirror: dict[MirrorSource, MirrorTarget] = Field(default_factory=dict, alias="USAGE_RECORD_MIRROR")
+
     # Retry worker: backoff between receives (SQS visibility), and when to give a record to an operator.
     retry_base_delay_seconds: Annotated[int, Field(ge=0, le=900)] = Field(30, alias="RETRY_BASE_DELAY_SECONDS")
     retry_max_delay_seconds: Annotated[int, Field(ge=0, le=43200)] = Field(3600, alias="RETRY_MAX_DELAY_SECONDS")
@@ -91,7 +107,7 @@ class Settings(BaseModel):
         # CloudFormation cannot omit a variable conditionally; an empty one means "not set".
         return value or None
 
-    @field_validator("meter_event_keys", mode="before")
+    @field_validator("meter_event_keys", "usage_record_mirror", mode="before")
     @classmethod
     def _json_object(cls, value: object) -> object:
         return json.loads(value) if isinstance(value, str) and value.strip() else value or {}

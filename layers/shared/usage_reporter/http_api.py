@@ -283,8 +283,11 @@ def _batch_response(outcomes: list[Outcome]) -> Response[dict[str, Any]]:
         if outcome.replayed:
             result["replayed"] = True
         results.append(result)
-    summary = dict(Counter(outcome.status for outcome in outcomes))
-    return Response(status_code=200, content_type=JSON, body={"results": results, "summary": summary})
+    body: dict[str, Any] = {"results": results, "summary": dict(Counter(outcome.status for outcome in outcomes))}
+    mirrors = [outcome.body["mirror"] for outcome in outcomes if "mirror" in outcome.body]
+    if mirrors:
+        body["mirror_summary"] = dict(Counter(m.get("status") or m["error"]["type"] for m in mirrors))
+    return Response(status_code=200, content_type=JSON, body=body)
 
 
 def _report(records: Sequence[Any], kind: str = "usage_record", *, stream: bool = False) -> list[Outcome]:
@@ -298,10 +301,28 @@ def _report(records: Sequence[Any], kind: str = "usage_record", *, stream: bool 
     )
 
 
+def _report_usage(records: Sequence[UsageRecord]) -> list[Outcome]:
+    """Usage records, and their mirrors to meter events where the deployment mirrors them."""
+    from .mirroring import MirrorLookupUnavailable, report_usage_with_mirrors
+
+    try:
+        return report_usage_with_mirrors(
+            wiring.reporter(),
+            wiring.mirror_map(),
+            wiring.kinds(),
+            app.context["client"].client_id,
+            records,
+            received_at=app.context["received_at"],
+            context=app.lambda_context,
+        )
+    except MirrorLookupUnavailable as exc:  # raised before anything is stored
+        raise ServiceUnavailable(str(exc)) from exc
+
+
 @app.post("/v1/usage", summary="Report one usage record")
 def post_usage(record: Annotated[UsageRecord, Body(description="One usage record")]) -> Response[dict[str, Any]]:
     logger.append_keys(idempotency_key=record.idempotency_key)
-    return _usage_refusal([record], batch=False) or _outcome_response(_report([record])[0])
+    return _usage_refusal([record], batch=False) or _outcome_response(_report_usage([record])[0])
 
 
 @app.post("/v1/usage/batch", summary="Report 1 to 100 usage records")
@@ -309,7 +330,7 @@ def post_usage_batch(
     batch: Annotated[UsageBatch, Body(description="A batch of usage records")],
 ) -> Response[dict[str, Any]]:
     refusal = _duplicate_keys(batch.records, "records") or _usage_refusal(batch.records, batch=True)
-    return refusal or _batch_response(_report(batch.records))
+    return refusal or _batch_response(_report_usage(batch.records))
 
 
 @app.post("/v1/meter_events", summary="Report one Billing meter event")

@@ -13,7 +13,15 @@ from typing import Any, Protocol
 
 from .config import MeterKeys, Settings
 from .meter_event_models import MeterEvent, ResolvedCancel
-from .models import RecordKindName, StripeMeterEvent, StripeMeterEventCancel, StripeUsage, UsageRecord, record_digest
+from .models import (
+    MirroredUsage,
+    RecordKindName,
+    StripeMeterEvent,
+    StripeMeterEventCancel,
+    StripeUsage,
+    UsageRecord,
+    record_digest,
+)
 from .stripe_gateway import StripeGateway
 
 StripeParamsModel = StripeUsage | StripeMeterEvent | StripeMeterEventCancel
@@ -115,6 +123,35 @@ class MeterEvents:
             "value": params.payload.get(keys.value_key),
             "timestamp": params.timestamp,
         }
+
+
+class UsageRecordMirrors:
+    """Usage records mirrored to a meter (a migration): ``POST /v1/billing/meter_events``, value = quantity."""
+
+    name: RecordKindName = "usage_record_mirror"
+    key_prefix = "usage-record-mirror"
+    id_field = "stripe_identifier"
+
+    def __init__(self, meter_events: MeterEvents) -> None:
+        self._meter_events = meter_events  # the meters' payload keys
+
+    def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str:
+        return f"{self.key_prefix}-{record_digest(client_id, idempotency_key)}"  # also the identifier
+
+    def stripe_params(self, record: MirroredUsage, client_id: str, received_at: int) -> StripeMeterEvent:
+        keys = self._meter_events.keys(record.event_name)
+        return StripeMeterEvent(
+            event_name=record.event_name,
+            payload={keys.customer_key: record.customer, keys.value_key: str(record.usage.quantity)},
+            identifier=self.stripe_idempotency_key(client_id, record.idempotency_key),
+            timestamp=record.usage.resolved_timestamp(received_at),
+        )
+
+    def send(self, gateway: StripeGateway, params: StripeMeterEvent, idempotency_key: str) -> str:
+        return gateway.create_meter_event(params, idempotency_key)
+
+    def answer_fields(self, params: StripeMeterEvent) -> dict[str, Any]:
+        return self._meter_events.answer_fields(params)
 
 
 class MeterEventCancels:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -80,6 +81,23 @@ class UsageRecord(BaseModel):
         return self.model_dump(mode="json", exclude={"idempotency_key"})
 
 
+@dataclass(frozen=True)
+class MirroredUsage:
+    """A usage record on its way to a meter as well (mirroring during a migration): its own dedup scope,
+    the caller's key and payload, so a replay of the record replays its mirror too."""
+
+    usage: UsageRecord
+    event_name: str
+    customer: str
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.usage.idempotency_key
+
+    def dedup_payload(self) -> dict[str, object]:
+        return self.usage.dedup_payload()
+
+
 class UsageBatch(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -133,7 +151,7 @@ StripeParams = Annotated[
     | Annotated[StripeMeterEventCancel, Tag("meter_event_cancel")],
     Discriminator(_params_kind),
 ]
-RecordKindName = Literal["usage_record", "meter_event", "meter_event_cancel"]
+RecordKindName = Literal["usage_record", "meter_event", "meter_event_cancel", "usage_record_mirror"]
 
 
 class FailureReason(BaseModel):

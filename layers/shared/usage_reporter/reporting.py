@@ -141,8 +141,8 @@ class Reporter:
                 outcomes = list(pool.map(one, records))
         # A replay is not a new report: it counts only as Replayed.
         for status, number in Counter(o.status for o in outcomes if not o.replayed).items():
-            observability.count(_METRIC_BY_STATUS.get(status, status), number)
-        observability.count("Replayed", sum(outcome.replayed for outcome in outcomes))
+            observability.count(_METRIC_BY_STATUS.get(status, status), number, kind=kind.name)
+        observability.count("Replayed", sum(outcome.replayed for outcome in outcomes), kind=kind.name)
         return outcomes
 
     def resolve_cancel(self, client_id: str, idempotency_key: str, now: int) -> ResolvedCancel:

@@ -186,7 +186,7 @@ class RetryWorker:
                 self._ledger(message).store(
                     request, {**answers.rejected(fields, exc.reason), "delivery": done.model_dump()}
                 )
-                observability.count("RetryRejected")
+                observability.count("RetryRejected", kind=message.kind)
                 logger.warning("rejected by Stripe", extra={"idempotency_key": key, "reason": exc.reason.model_dump()})
                 return
             self._rate_limited |= exc.reason.type == "stripe_rate_limited"
@@ -201,7 +201,7 @@ class RetryWorker:
         self._ledger(message).store(
             request, {**answers.reported(fields, {kind.id_field: stripe_id}), "delivery": done.model_dump()}
         )
-        observability.count("RetryReported")
+        observability.count("RetryReported", kind=message.kind)
         logger.info(
             "reported on retry", extra={"idempotency_key": key, "stripe_id": stripe_id, "attempts": done.attempts}
         )
@@ -246,7 +246,7 @@ class RetryWorker:
                 else answers.queued(self._fields(message), reason)
             )
             self._ledger(message).store(request, {**answer, "delivery": state.model_dump()})
-        observability.count("DeadLettered")
+        observability.count("DeadLettered", kind=message.kind)
         logger.warning(
             "dead-lettered", extra={"idempotency_key": message.idempotency_key, "reason": reason.model_dump()}
         )

@@ -149,6 +149,14 @@ class StripeEventNotice:
     samples: tuple[SampledMeterError, ...] = ()
 
 
+@dataclass(frozen=True)
+class ItemBilling:
+    """What Stripe says a subscription item bills: its price, and the subscription's customer."""
+
+    price: str
+    customer: str
+
+
 # Renew a meter event session this long before Stripe's expiry: a request must not race the clock.
 SESSION_RENEW_MARGIN_SECONDS = 60
 
@@ -270,6 +278,30 @@ class StripeGateway:
             if failure.permanent:
                 raise StreamRefused(failure.reason) from exc
             raise failure from exc
+
+    def item_billing(self, subscription_item: str) -> ItemBilling:
+        """The item's price and customer, or ``StripeDeliveryError`` (permanent: Stripe has no such item)."""
+        import stripe
+
+        client = self._client()
+        try:
+            item = client.v1.subscription_items.retrieve(subscription_item, params={"expand": ["subscription"]})
+        except stripe.StripeError as exc:
+            raise classify(exc) from exc
+        subscription: Any = item.subscription  # expanded: the object, not its id
+        customer = subscription.customer if isinstance(subscription.customer, str) else subscription.customer.id
+        return ItemBilling(price=item.price.id, customer=customer)
+
+    def meter_aggregations(self) -> dict[str, str]:
+        """Each active meter's event name and aggregation formula (sum, count, last)."""
+        import stripe
+
+        client = self._client()
+        try:
+            meters = client.v1.billing.meters.list(params={"status": "active", "limit": 100})
+            return {meter.event_name: meter.default_aggregation.formula for meter in meters.auto_paging_iter()}
+        except stripe.StripeError as exc:
+            raise classify(exc) from exc
 
     def read_event_notification(self, payload: str, signature: str | None, secret: str) -> StripeEventNotice:
         """Verify a thin event's ``Stripe-Signature`` (``InvalidStripeSignature``); for a meter error report,

@@ -12,6 +12,7 @@ from .secrets import SecretSource
 
 if TYPE_CHECKING:
     from .kinds import RecordKind
+    from .mirroring import MirrorMap
     from .queues import RecordQueues
     from .reporting import Reporter
     from .retrying import RetryWorker
@@ -60,9 +61,15 @@ def stripe_gateway() -> StripeGateway:
 @functools.cache
 def kinds() -> dict[str, RecordKind]:
     """Every record kind, by name."""
-    from .kinds import MeterEventCancels, MeterEvents, UsageRecords
+    from .kinds import MeterEventCancels, MeterEvents, UsageRecordMirrors, UsageRecords
 
-    every: tuple[RecordKind, ...] = (UsageRecords(), MeterEvents(get_settings()), MeterEventCancels())
+    meter_events = MeterEvents(get_settings())
+    every: tuple[RecordKind, ...] = (
+        UsageRecords(),
+        meter_events,
+        MeterEventCancels(),
+        UsageRecordMirrors(meter_events),
+    )
     return {kind.name: kind for kind in every}
 
 
@@ -81,6 +88,13 @@ def reporter() -> Reporter:
         plans=plans,
         kinds=list(kinds().values()),
     )
+
+
+@functools.cache
+def mirror_map() -> MirrorMap:
+    from .mirroring import MirrorMap
+
+    return MirrorMap(get_settings(), stripe_gateway())
 
 
 @functools.cache
@@ -124,5 +138,5 @@ def stripe_event_receiver() -> StripeEventReceiver:
 def reset() -> None:
     """Forget everything built from the environment (tests and the local server change it)."""
     every = (get_settings, aws.client, authenticator, queues, stripe_gateway, kinds, reporter, retry_worker)
-    for cached in (*every, stripe_event_receiver):
+    for cached in (*every, stripe_event_receiver, mirror_map):
         cached.cache_clear()

@@ -1,0 +1,166 @@
+"""Mirroring usage records to meter events, for the migration from legacy usage records to Billing meters.
+
+Stripe's migration guide: keep sending usage records until every subscription has moved to a meter-based
+price, so for a while the same usage must reach both APIs. A deployment lists the subscription items (or
+legacy prices) to mirror and the meter each goes to; the caller's request does not change. Each copy is its
+own record kind, exactly once on its own (its own dedup scope and identifier), and the answer carries
+both outcomes: the usage record's as always, the meter event's under ``"mirror"``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from . import observability
+from .answers import Outcome, error_body
+from .config import MirrorTarget, Settings
+from .kinds import RecordKind
+from .models import MirroredUsage, UsageRecord
+from .observability import logger
+from .reporting import Reporter
+from .secrets import SecretUnavailable
+from .stripe_gateway import ItemBilling, StripeDeliveryError, StripeGateway
+
+LOOKUP_CACHE_SECONDS = 300  # what Stripe says of items and meters changes rarely, and only by a person
+
+
+class MirrorLookupUnavailable(Exception):
+    """Stripe could not say where a record is mirrored: nothing was reported; the caller retries (503)."""
+
+
+@dataclass(frozen=True)
+class MirrorRefusal:
+    """Why a record cannot be mirrored (a deployment's mapping Stripe cannot honour): its ``mirror`` answer."""
+
+    error_type: str
+    message: str
+
+
+class _Cached:
+    """A small TTL cache, shared by the threads of a batch."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._values: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            found = self._values.get(key)
+        if found and found[0] > time.monotonic():
+            return found[1]
+        value = load()
+        with self._lock:
+            self._values[key] = (time.monotonic() + self._seconds, value)
+        return value
+
+
+class MirrorMap:
+    """Which meter (and customer) a usage record is mirrored to: from the configuration, and where it leaves
+    something out, from Stripe (the item's price and customer; the meter's aggregation for ``set``)."""
+
+    def __init__(self, settings: Settings, gateway: StripeGateway) -> None:
+        self._mapping = settings.usage_record_mirror
+        self._by_price = any(source.startswith("price_") for source in self._mapping)
+        self._gateway = gateway
+        self._items = _Cached(LOOKUP_CACHE_SECONDS)
+        self._meters = _Cached(LOOKUP_CACHE_SECONDS)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._mapping)
+
+    def target(self, record: UsageRecord) -> MirroredUsage | MirrorRefusal | None:
+        """The record's mirror, why it cannot have one, or None (not mirrored). ``MirrorLookupUnavailable``."""
+        item = record.subscription_item
+        configured = self._mapping.get(item)
+        if configured is None and not self._by_price:
+            return None  # never ask Stripe about items nobody mirrors
+        billing = None
+        if configured is None or configured.customer is None:
+            billing = self._lookup(f"item:{item}", lambda: self._item_billing(item))
+            if billing is None:
+                return None  # Stripe has no such item: the usage record's own answer says so
+        target = configured or (self._mapping.get(billing.price) if billing else None)
+        if target is None:
+            return None
+        customer = target.customer or (billing.customer if billing else None)
+        if customer is None:
+            return None
+        if record.action == "set":
+            refusal = self._set_refusal(target)
+            if refusal:
+                return refusal
+        return MirroredUsage(record, target.event_name, customer)
+
+    def _set_refusal(self, target: MirrorTarget) -> MirrorRefusal | None:
+        """``set`` overwrites a period's usage; only a meter that keeps the last value can say the same."""
+        formulas: dict[str, str] = self._lookup("meters", self._gateway.meter_aggregations)
+        formula = formulas.get(target.event_name)
+        if formula is None or formula == "last":
+            return None  # no such active meter: Stripe refuses the event itself, with its own reason
+        return MirrorRefusal(
+            "mirror_needs_last_aggregation",
+            f'action "set" replaces the usage so far; meter {target.event_name!r} aggregates with {formula!r}, '
+            'so the mirror would add instead. Mirror "set" records only to a meter with "last" aggregation.',
+        )
+
+    def _item_billing(self, item: str) -> ItemBilling | None:
+        try:
+            return self._gateway.item_billing(item)
+        except StripeDeliveryError as exc:
+            if exc.permanent:
+                return None
+            raise
+
+    def _lookup(self, key: str, load: Callable[[], Any]) -> Any:
+        cache = self._meters if key == "meters" else self._items
+        try:
+            return cache.get(key, load)
+        except (StripeDeliveryError, SecretUnavailable) as exc:
+            raise MirrorLookupUnavailable(f"cannot read the mirror mapping from Stripe: {exc}") from exc
+
+
+def report_usage_with_mirrors(
+    reporter: Reporter,
+    mirrors: MirrorMap,
+    kinds: dict[str, RecordKind],
+    client_id: str,
+    records: Sequence[UsageRecord],
+    *,
+    received_at: int,
+    context: LambdaContext,
+) -> list[Outcome]:
+    """Report usage records, and each one's mirror beside it; each outcome carries its mirror's answer."""
+
+    def report(batch: Sequence[Any], kind: str) -> list[Outcome]:
+        return reporter.report_many(client_id, batch, received_at=received_at, context=context, kind=kinds[kind])
+
+    if not mirrors.enabled:
+        return report(records, "usage_record")
+    targets = [mirrors.target(record) for record in records]  # before anything is stored
+    mirrored = [(index, t) for index, t in enumerate(targets) if isinstance(t, MirroredUsage)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirror") as pool:
+        pending = pool.submit(report, [t for _, t in mirrored], "usage_record_mirror") if mirrored else None
+        outcomes = report(records, "usage_record")
+        mirror_outcomes = dict(zip((i for i, _ in mirrored), pending.result() if pending else [], strict=True))
+    result = []
+    for index, (outcome, target) in enumerate(zip(outcomes, targets, strict=True)):
+        mirror = mirror_outcomes.get(index)
+        if mirror is not None:
+            answer: dict[str, Any] | None = {**mirror.body, "status_code": mirror.status_code}
+        elif isinstance(target, MirrorRefusal):
+            observability.count("MirrorRefused")
+            logger.warning("mirror refused", extra={"reason": target.message})
+            answer = {"status": "rejected", "status_code": 422, **error_body(target.error_type, target.message)}
+        else:
+            answer = None
+        result.append(replace(outcome, body={**outcome.body, "mirror": answer}) if answer else outcome)
+    return result
