@@ -296,8 +296,15 @@ def test_metrics_count_outcomes_and_stripe_latency(deployment: Deployment, capsy
     deployment.post("/v1/usage", record("r2", subscription_item="si_doesNotExist"))
 
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    assert [sorted(k for k in m if k not in ("_aws", "service")) for m in emitted] == [
+    service_wide = [m for m in emitted if "kind" not in m]
+    assert [sorted(k for k in m if k not in ("_aws", "service")) for m in service_wide] == [
         ["Reported", "StripeLatency"],
         ["Replayed"],
         ["Rejected", "StripeLatency"],
     ]
+    by_kind = [
+        (m["kind"], *sorted(k for k in m if k not in ("_aws", "service", "kind"))) for m in emitted if "kind" in m
+    ]
+    assert by_kind == [("usage_record", "Reported"), ("usage_record", "Replayed"), ("usage_record", "Rejected")]
+    dimensions = {m["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][-1] for m in emitted}
+    assert dimensions == {"service", "kind"}  # the alarms' metrics keep the one dimension they are defined on
