@@ -80,7 +80,33 @@ EVENTS: dict[str, tuple[str, str, str, int, str]] = {
         422,
         "Stripe rejects it for good (no active meter for the event name): dead-letter queue",
     ),
+    "meter-event-batch.json": (
+        "/v1/meter_events/batch",
+        json.dumps(
+            {
+                "events": [
+                    {
+                        "idempotency_key": f"requests-batch-{i}",
+                        "event_name": "api_requests",
+                        "customer": "cus_demo",
+                        "value": i,
+                    }
+                    for i in range(1, 4)
+                ]
+            }
+        ),
+        DEMO_CLIENT_SECRET,
+        200,
+        "three meter events in one v2 meter event stream request: each 202 accepted",
+    ),
     "usage-bad-signature.json": ("/v1/usage", json.dumps(RECORD), "not-the-secret", 401, "signed with a wrong secret"),
+    "stripe-event-bad-signature.json": (
+        "/v1/stripe/events",
+        json.dumps({"id": "evt_test_1", "object": "v2.core.event", "type": "v1.billing.meter.error_report_triggered"}),
+        "whsec_not_the_destinations",
+        400,
+        "a thin event to the Stripe event destination route, not signed with its secret",
+    ),
 }
 
 
@@ -123,6 +149,12 @@ def build_sqs(messages: list[QueuedRecord]) -> dict[str, object]:
 
 
 def build(path: str, body: str, secret: str) -> dict[str, object]:
+    if path == "/v1/stripe/events":  # signed the way Stripe signs (the same scheme, its own header)
+        stripe_headers = {
+            "content-type": "application/json; charset=utf-8",
+            "stripe-signature": sign(secret, body.encode()),
+        }
+        return http_api_event("POST", path, body, stripe_headers)
     headers = {
         "content-type": "application/json",
         "user-agent": "billing-service/1.0",

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.harness.client import send
 from tests.harness.invoke import invoke
 from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
@@ -68,6 +69,8 @@ def test_sample_event_gives_its_documented_answer(name: str, restored_environmen
     assert response["statusCode"] == expected, response
     if name == "usage-batch.json":
         assert json.loads(response["body"])["summary"] == {"reported": 3}
+    if name == "meter-event-batch.json":
+        assert json.loads(response["body"])["summary"] == {"accepted": 3}
 
 
 def test_stale_sample_signature_is_refused_when_sent_as_is(restored_environment: None) -> None:
@@ -173,3 +176,22 @@ def test_an_old_sample_event_is_sent_as_if_sent_now(restored_environment: None) 
 
     assert response["statusCode"] == 200, response
     assert json.loads(response["body"])["timestamp"] > time.time() - 3600
+
+
+@pytest.mark.slow
+def test_local_server_posts_stripes_error_reports_back_like_stripe(local_server: tuple[str, str]) -> None:
+    url, _ = local_server
+    events = [
+        {"idempotency_key": "ok", "event_name": "api_requests", "customer": "cus_demo", "value": 1},
+        {"idempotency_key": "bad", "event_name": "api_requests", "customer": "cus_nobody", "value": 1},
+    ]
+    body = json.dumps({"events": events}).encode()
+
+    status, _, raw = send(url, "/v1/meter_events/batch", body, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    assert (status, json.loads(raw)["summary"]) == (200, {"accepted": 2})
+
+    def answers() -> list[str]:
+        _, _, replay = send(url, "/v1/meter_events/batch", body, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        return [r["status"] for r in json.loads(replay)["results"]]
+
+    wait_until(lambda: answers() == ["accepted", "rejected"], timeout=20)

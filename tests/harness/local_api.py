@@ -29,6 +29,7 @@ from .lambda_runtime import (
     DEMO_CLIENT_SECRET,
     FAKE_STRIPE_KEY,
     INGEST_FUNCTION,
+    LOCAL_STRIPE_WEBHOOK_SECRET,
     LambdaContext,
     function_logical_id,
     http_api_event,
@@ -184,6 +185,18 @@ def _retry_worker_loop(stack: Any, env: dict[str, str], instance: threading.Lock
                 sys.stderr.write(f"[retry worker] {exc}\n")
 
 
+def _stripe_async_loop(fake: FakeStripe, destination: str, poll_seconds: float) -> None:
+    """What Stripe does a little after answering: validate streamed meter events, then post error reports
+    (thin events, signed) to the service's event destination."""
+    while True:
+        time.sleep(poll_seconds)
+        try:
+            fake.process_meter_event_stream()
+            fake.deliver_error_reports(destination, LOCAL_STRIPE_WEBHOOK_SECRET)
+        except Exception as exc:  # keep going, as Stripe would
+            sys.stderr.write(f"[fake stripe] {exc}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
@@ -194,6 +207,12 @@ def main() -> None:
     backends = start_backends(args.retry_delay)
     server = serve(args.host, args.port, backends)
     url = f"http://{args.host}:{args.port}"
+    if backends["fake_stripe"]:
+        destination = f"{url}/v1/stripe/events"
+        stripe_async = threading.Thread(
+            target=_stripe_async_loop, args=(backends["fake_stripe"], destination, 2.0), daemon=True
+        )
+        stripe_async.start()
     example = {"idempotency_key": "order-1001-api-calls", "subscription_item": DEMO_ITEMS[0], "quantity": 3}
     fake = backends["fake_stripe"]
     stripe_line = (
@@ -204,11 +223,13 @@ def main() -> None:
     )
     print(
         f"""
-stripe-usage-reporter listening on {url}  (POST /v1/usage[/batch], POST /v1/meter_events[/batch])
+stripe-usage-reporter listening on {url}
+  routes: POST /v1/usage[/batch], POST /v1/meter_events[/batch|/cancel], POST /v1/stripe/events (Stripe's)
   AWS (moto, from template.yaml): {backends["moto_url"]}  table {backends["env"]["IDEMPOTENCY_TABLE_NAME"]}
   Stripe: {stripe_line}
   client: {DEMO_CLIENT_ID} / secret {DEMO_CLIENT_SECRET}
   retry worker: polls the retry queue every 2 s; the first retry waits {backends["env"]["RETRY_BASE_DELAY_SECONDS"]} s
+  streamed batches: the fake Stripe validates them every 2 s and posts error reports to /v1/stripe/events
   faults: curl -X POST {fake.url if fake else "(fake Stripe only)"}/_fake/faults -d kind=status -d status=503 -d times=3
 
 Try it (the signature is valid for 5 minutes; `make curl` prints a fresh one):
