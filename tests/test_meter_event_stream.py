@@ -129,3 +129,17 @@ def test_an_accepted_event_can_be_cancelled(metered: Deployment) -> None:
 
     assert cancel.status == 200, cancel
     assert metered.stripe.meter_total(EVENT_NAME, CUSTOMER) == 0
+
+
+def test_a_cancel_before_stripe_processed_the_stream_waits_for_it_and_cancels_once(metered: Deployment) -> None:
+    metered.post("/v1/meter_events/batch", {"events": [event("too-soon", value=9)]})
+
+    cancel = metered.post("/v1/meter_events/cancel", {"idempotency_key": "too-soon"})
+
+    assert (cancel.status, cancel.body["status"]) == (202, "queued"), cancel
+    assert cancel.body["reason"]["type"] == "meter_event_not_in_stripe_yet"
+    metered.stripe.process_meter_event_stream()
+    metered.run_retry_worker()
+    assert metered.stripe.meter_total(EVENT_NAME, CUSTOMER) == 0
+    replay = metered.post("/v1/meter_events/cancel", {"idempotency_key": "too-soon"})
+    assert (replay.status, replay.body["status"]) == (200, "reported")

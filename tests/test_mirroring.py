@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Deployment
+from tests.harness.aws_faults import AwsFaults
 from tests.harness.fake_stripe import Fault
 
 ITEM = "si_MIRRORitem1"  # configured with its customer: no Stripe lookup
@@ -115,14 +116,68 @@ def test_set_mirrors_only_to_a_meter_that_keeps_the_last_value(
     assert mirrored.post("/v1/usage", usage("s2", action="set")).body["mirror"]["status"] == "reported"
 
 
-def test_stripe_down_during_the_lookup_is_503_with_nothing_stored(mirrored: Deployment) -> None:
-    mirrored.stripe.inject(Fault.server_error(503), times=3)  # the item lookup and its two retries
+def test_stripe_down_during_the_lookup_is_503_and_the_retry_gets_both_done(mirrored: Deployment) -> None:
+    mirrored.stripe.inject(Fault.server_error(503), times=6)  # the record's 3 attempts, the lookup's 3
 
     response = mirrored.post("/v1/usage", usage("d1", PRICED_ITEM))
 
     assert (response.status, response.body["error"]["type"]) == (503, "service_unavailable"), response
-    assert mirrored.table_items() == [] and mirrored.stripe.ledger == []
-    assert mirrored.post("/v1/usage", usage("d1", PRICED_ITEM)).body["mirror"]["status"] == "reported"
+    assert response.headers["retry-after"]
+    assert [m["Body"]["kind"] for m in mirrored.retry_messages()] == ["usage_record"]  # kept, not lost
+    retry = mirrored.post("/v1/usage", usage("d1", PRICED_ITEM))
+    assert (retry.body["status"], retry.body["mirror"]["status"]) == ("queued", "reported"), retry
+    mirrored.run_retry_worker()
+    assert mirrored.stripe.total_usage(PRICED_ITEM) == 5 and len(mirrored.stripe.meter_events) == 1
+
+
+def test_a_mirror_that_can_be_neither_sent_nor_kept_makes_the_answer_503(
+    deployment: Deployment, aws_faults: AwsFaults, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usage_reporter import wiring
+
+    deployment.stripe.add_subscription_items(ITEM, customer=CUSTOMER)
+    # Stripe refuses the mirror for good (no such meter): it needs the dead-letter queue, which is down.
+    monkeypatch.setenv("USAGE_RECORD_MIRROR", json.dumps({ITEM: {"event_name": "not_created", "customer": CUSTOMER}}))
+    wiring.reset()
+    aws_faults.fail("sqs:SendMessage")
+
+    response = deployment.post("/v1/usage", usage("m1"))
+
+    assert (response.status, response.body["error"]["type"]) == (503, "service_unavailable"), response
+    aws_faults.clear()
+    retry = deployment.post("/v1/usage", usage("m1"))
+    assert (retry.status, retry.body["status"], retry.body["mirror"]["status"]) == (200, "reported", "rejected")
+    [letter] = deployment.dead_letters()
+    assert (letter["Body"]["kind"], letter["Body"]["idempotency_key"]) == ("usage_record_mirror", "m1")
+    assert deployment.stripe.total_usage(ITEM) == 5
+
+
+def test_a_replay_needs_no_lookup_while_stripe_is_down(mirrored: Deployment) -> None:
+    from usage_reporter import wiring
+
+    first = mirrored.post("/v1/usage", usage("r1", PRICED_ITEM))
+    wiring.reset()  # a new instance: nothing cached
+    mirrored.stripe.inject(Fault.server_error(503), times=10)
+
+    replay = mirrored.post("/v1/usage", usage("r1", PRICED_ITEM))
+
+    assert (replay.status, replay.body) == (200, first.body), replay  # the mirror's plan says where it went
+
+
+def test_a_customer_on_a_price_mapping_is_a_configuration_error() -> None:
+    from usage_reporter.config import Settings
+
+    env = {
+        "IDEMPOTENCY_TABLE_NAME": "t",
+        "RETRY_QUEUE_URL": "q",
+        "DEAD_LETTER_QUEUE_URL": "d",
+        "CLIENT_SECRETS": "{}",
+        "STRIPE_API_KEY": "sk_test_x",
+        "USAGE_RECORD_MIRROR": json.dumps({PRICE: {"event_name": SUM_METER, "customer": CUSTOMER}}),
+    }
+
+    with pytest.raises(ValueError, match="a price's items belong to many customers"):
+        Settings.model_validate(env)
 
 
 def test_items_nobody_mirrors_cost_no_lookup_and_answer_as_before(

@@ -14,6 +14,7 @@ import stripe
 from tests.conftest import Deployment
 from tests.harness.aws_faults import AwsFaults
 from tests.harness.event_destination import EventDestination, event_destination
+from tests.harness.fake_stripe import Fault
 from tests.harness.lambda_runtime import FAKE_STRIPE_KEY, LOCAL_STRIPE_WEBHOOK_SECRET
 
 EVENT_NAME = "api_requests"
@@ -151,3 +152,62 @@ def test_other_event_types_are_acknowledged_and_ignored(metered: Deployment) -> 
     )
 
     assert (response.status, response.body["type"], response.body["rejected"]) == (200, "v1.billing.meter.created", 0)
+
+
+def test_a_v1_event_stripe_refuses_after_taking_it_is_dead_lettered_and_answers_rejected(
+    metered: Deployment, destination: EventDestination
+) -> None:
+    """Stripe checks a v1 event's customer after answering 200 too: the event was "reported", and is not."""
+    metered.stripe.metering.unknown_customers_async = True
+    response = metered.post("/v1/meter_events", event("later-refused", customer="cus_TESTnobody"))
+    assert (response.status, response.body["status"]) == (200, "reported"), response
+
+    [delivery] = metered.stripe.deliver_error_reports(destination.url, LOCAL_STRIPE_WEBHOOK_SECRET)
+
+    assert delivery.status == 200
+    assert (destination.received[0].answer["rejected"], destination.received[0].answer["unattributed"]) == (1, 0)
+    [letter] = metered.dead_letters()
+    assert letter["Body"]["reason"]["code"] == "meter_event_customer_not_found"
+    replay = metered.post("/v1/meter_events", event("later-refused", customer="cus_TESTnobody"))
+    assert (replay.status, replay.body["status"]) == (422, "rejected")
+
+
+def test_an_event_the_worker_delivered_and_stripe_refused_later_is_rejected_too(
+    metered: Deployment, destination: EventDestination
+) -> None:
+    metered.stripe.metering.unknown_customers_async = True
+    metered.stripe.inject(Fault.server_error(503), times=3)  # the stream request and its two retries
+    queued = metered.post("/v1/meter_events/batch", {"events": [event("via-worker", customer="cus_TESTnobody")]})
+    assert queued.body["summary"] == {"queued": 1}, queued
+    metered.run_retry_worker()  # v1: 200, and refused later
+
+    metered.stripe.deliver_error_reports(destination.url, LOCAL_STRIPE_WEBHOOK_SECRET)
+
+    assert metered.stored_answer("via-worker", prefix="meter-event")["body"]["status"] == "rejected"
+    assert [m["Body"]["idempotency_key"] for m in metered.dead_letters()] == ["via-worker"]
+
+
+def test_an_unsigned_post_is_refused_before_any_stripe_secret_is_needed(metered: Deployment) -> None:
+    import boto3
+
+    from usage_reporter import wiring
+
+    boto3.client("secretsmanager").put_secret_value(  # a fresh stack's Stripe key, not filled in yet
+        SecretId=metered.env["STRIPE_API_KEY_SECRET_ARN"], SecretString="REPLACE_WITH_STRIPE_API_KEY"
+    )
+    wiring.reset()
+
+    response = metered.post(EVENTS_PATH, b"not even json", headers={"stripe-signature": "t=1,v1=00"})
+
+    assert (response.status, response.body["error"]["type"]) == (400, "invalid_signature"), response
+
+
+def test_a_signed_body_that_is_not_a_thin_event_is_refused(metered: Deployment) -> None:
+    from tests.harness.fake_stripe.thin_events import signature_header
+
+    payload = json.dumps([{"type": "v1.billing.meter.error_report_triggered"}])
+    signed = signature_header(payload, LOCAL_STRIPE_WEBHOOK_SECRET, int(time.time()))
+
+    response = metered.post(EVENTS_PATH, payload, headers={"stripe-signature": signed})
+
+    assert (response.status, response.body["error"]["type"]) == (400, "invalid_event"), response

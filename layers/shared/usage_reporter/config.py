@@ -112,6 +112,18 @@ class Settings(BaseModel):
     def _json_object(cls, value: object) -> object:
         return json.loads(value) if isinstance(value, str) and value.strip() else value or {}
 
+    @field_validator("usage_record_mirror")
+    @classmethod
+    def _customers_only_for_items(cls, value: dict[str, MirrorTarget]) -> dict[str, MirrorTarget]:
+        for source, target in value.items():
+            if source.startswith("price_") and target.customer is not None:
+                # A price has many subscribers: one customer for all of them would bill the wrong ones.
+                raise ValueError(
+                    f"USAGE_RECORD_MIRROR[{source!r}]: a price's items belong to many customers; leave out "
+                    "customer (each item's comes from Stripe) or list the items (si_...) with their customers"
+                )
+        return value
+
     @field_validator("stripe_version")
     @classmethod
     def _version_has_usage_records(cls, value: str) -> str:

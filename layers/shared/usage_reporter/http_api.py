@@ -110,7 +110,7 @@ def _route_key(event: dict[str, Any]) -> str:
 
 def _stripe_event(body: bytes, signature: str | None) -> dict[str, Any]:
     """``POST /v1/stripe/events``: a thin event from Stripe's event destination (meter error reports)."""
-    from .stripe_gateway import InvalidStripeSignature
+    from .stripe_gateway import InvalidStripeSignature, UnreadableStripeEvent
 
     try:
         handled = wiring.stripe_event_receiver().receive(body.decode("utf-8"), signature)
@@ -118,6 +118,9 @@ def _stripe_event(body: bytes, signature: str | None) -> dict[str, Any]:
         observability.count("StripeEventSignatureInvalid")
         logger.warning("Stripe event refused: bad signature", extra={"reason": str(exc)})
         return _response(400, error_body("invalid_signature", "the Stripe-Signature header does not verify"))
+    except UnreadableStripeEvent as exc:
+        logger.error("Stripe event refused: unreadable", extra={"reason": str(exc)})
+        return _response(400, error_body("invalid_event", "the body is not a Stripe thin event"))
     except Exception as exc:  # DynamoDB, SQS, Stripe or the secret: none of them may lose the report
         # Stripe delivers the event again later (for days): nothing is lost by answering 503 now.
         logger.exception("Stripe event not handled; Stripe will deliver it again", extra={"cause": str(exc)})
@@ -303,20 +306,17 @@ def _report(records: Sequence[Any], kind: str = "usage_record", *, stream: bool 
 
 def _report_usage(records: Sequence[UsageRecord]) -> list[Outcome]:
     """Usage records, and their mirrors to meter events where the deployment mirrors them."""
-    from .mirroring import MirrorLookupUnavailable, report_usage_with_mirrors
+    from .mirroring import report_usage_with_mirrors
 
-    try:
-        return report_usage_with_mirrors(
-            wiring.reporter(),
-            wiring.mirror_map(),
-            wiring.kinds(),
-            app.context["client"].client_id,
-            records,
-            received_at=app.context["received_at"],
-            context=app.lambda_context,
-        )
-    except MirrorLookupUnavailable as exc:  # raised before anything is stored
-        raise ServiceUnavailable(str(exc)) from exc
+    return report_usage_with_mirrors(
+        wiring.reporter(),
+        wiring.mirror_map(),
+        wiring.kinds(),
+        app.context["client"].client_id,
+        records,
+        received_at=app.context["received_at"],
+        context=app.lambda_context,
+    )
 
 
 @app.post("/v1/usage", summary="Report one usage record")

@@ -41,6 +41,22 @@ class RecordKind(Protocol):
     def answer_fields(self, params: Any) -> dict[str, Any]: ...
 
 
+def _identifier_digest(prefix: str, identifier: str) -> str | None:
+    """The ``record_digest`` an identifier ``<prefix>-<digest>`` of ours carries, or None for another one."""
+    digest = identifier.removeprefix(f"{prefix}-")
+    if digest == identifier or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        return None
+    return digest
+
+
+class MeterEventKind(RecordKind, Protocol):
+    """A kind whose records are Billing meter events: Stripe names them by identifier in its error reports."""
+
+    def digest_of(self, identifier: str) -> str | None:
+        """The ``record_digest`` an identifier of this kind carries, or None for another one."""
+        ...
+
+
 class UsageRecords:
     """Legacy usage records: ``POST /v1/subscription_items/{si}/usage_records``."""
 
@@ -86,11 +102,7 @@ class MeterEvents:
         return f"meter-event-{record_digest(client_id, idempotency_key)}"
 
     def digest_of(self, identifier: str) -> str | None:
-        """The ``record_digest`` an identifier of ours carries, or None for one we did not make."""
-        digest = identifier.removeprefix(f"{self.key_prefix}-")
-        if digest == identifier or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-            return None
-        return digest
+        return _identifier_digest(self.key_prefix, identifier)
 
     def customer_problem(self, event: MeterEvent) -> str | None:
         """Why the event names no customer, or None."""
@@ -138,13 +150,16 @@ class UsageRecordMirrors:
     def stripe_idempotency_key(self, client_id: str, idempotency_key: str) -> str:
         return f"{self.key_prefix}-{record_digest(client_id, idempotency_key)}"  # also the identifier
 
+    def digest_of(self, identifier: str) -> str | None:
+        return _identifier_digest(self.key_prefix, identifier)
+
     def stripe_params(self, record: MirroredUsage, client_id: str, received_at: int) -> StripeMeterEvent:
         keys = self._meter_events.keys(record.event_name)
         return StripeMeterEvent(
             event_name=record.event_name,
             payload={keys.customer_key: record.customer, keys.value_key: str(record.usage.quantity)},
             identifier=self.stripe_idempotency_key(client_id, record.idempotency_key),
-            timestamp=record.usage.resolved_timestamp(received_at),
+            timestamp=record.timestamp,
         )
 
     def send(self, gateway: StripeGateway, params: StripeMeterEvent, idempotency_key: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,10 +20,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from . import observability
 from .answers import Outcome, error_body
 from .config import MirrorTarget, Settings
-from .kinds import RecordKind
-from .models import MirroredUsage, UsageRecord
+from .dedup import DeliveryPlans, PlanUnavailable
+from .kinds import RecordKind, UsageRecordMirrors
+from .models import MirroredUsage, StripeMeterEvent, UsageRecord
 from .observability import logger
-from .reporting import Reporter
+from .reporting import UNAVAILABLE_RETRY_AFTER_SECONDS, Reporter
 from .secrets import SecretUnavailable
 from .stripe_gateway import ItemBilling, StripeDeliveryError, StripeGateway
 
@@ -66,10 +66,14 @@ class MirrorMap:
     """Which meter (and customer) a usage record is mirrored to: from the configuration, and where it leaves
     something out, from Stripe (the item's price and customer; the meter's aggregation for ``set``)."""
 
-    def __init__(self, settings: Settings, gateway: StripeGateway) -> None:
+    def __init__(
+        self, settings: Settings, gateway: StripeGateway, plans: DeliveryPlans, kind: UsageRecordMirrors
+    ) -> None:
         self._mapping = settings.usage_record_mirror
         self._by_price = any(source.startswith("price_") for source in self._mapping)
         self._gateway = gateway
+        self._plans = plans
+        self._kind = kind
         self._items = _Cached(LOOKUP_CACHE_SECONDS)
         self._meters = _Cached(LOOKUP_CACHE_SECONDS)
 
@@ -77,8 +81,16 @@ class MirrorMap:
     def enabled(self) -> bool:
         return bool(self._mapping)
 
-    def target(self, record: UsageRecord) -> MirroredUsage | MirrorRefusal | None:
-        """The record's mirror, why it cannot have one, or None (not mirrored). ``MirrorLookupUnavailable``."""
+    def target(
+        self, client_id: str, record: UsageRecord, timestamp: int, *, replayed: bool
+    ) -> MirroredUsage | MirrorRefusal | None:
+        """The record's mirror, why it cannot have one, or None (not mirrored); ``timestamp``: the usage
+        record's. ``MirrorLookupUnavailable`` when Stripe or DynamoDB cannot say."""
+        if replayed:
+            # A replay's mirror was (most likely) planned already: its plan says where, without asking Stripe.
+            planned = self._planned(client_id, record)
+            if planned is not None:
+                return planned
         item = record.subscription_item
         configured = self._mapping.get(item)
         if configured is None and not self._by_price:
@@ -98,7 +110,17 @@ class MirrorMap:
             refusal = self._set_refusal(target)
             if refusal:
                 return refusal
-        return MirroredUsage(record, target.event_name, customer)
+        return MirroredUsage(record, target.event_name, customer, timestamp)
+
+    def _planned(self, client_id: str, record: UsageRecord) -> MirroredUsage | None:
+        try:
+            plan = self._plans.find(self._kind.key_prefix, client_id, record.idempotency_key)
+        except PlanUnavailable as exc:
+            raise MirrorLookupUnavailable(str(exc)) from exc
+        if plan is None or not isinstance(plan.stripe, StripeMeterEvent):
+            return None
+        customer = self._kind.answer_fields(plan.stripe)["customer"]
+        return MirroredUsage(record, plan.stripe.event_name, str(customer), plan.stripe.timestamp)
 
     def _set_refusal(self, target: MirrorTarget) -> MirrorRefusal | None:
         """``set`` overwrites a period's usage; only a meter that keeps the last value can say the same."""
@@ -128,6 +150,9 @@ class MirrorMap:
             raise MirrorLookupUnavailable(f"cannot read the mirror mapping from Stripe: {exc}") from exc
 
 
+_UNAVAILABLE = "unavailable"  # a mirror that could be neither reported nor kept: the caller must retry
+
+
 def report_usage_with_mirrors(
     reporter: Reporter,
     mirrors: MirrorMap,
@@ -138,29 +163,53 @@ def report_usage_with_mirrors(
     received_at: int,
     context: LambdaContext,
 ) -> list[Outcome]:
-    """Report usage records, and each one's mirror beside it; each outcome carries its mirror's answer."""
+    """Report usage records, then each one's mirror; each outcome carries its mirror's answer. A record
+    whose mirror could be neither reported nor queued is answered 503 as a whole: the caller's retry
+    replays the usage record and gets the mirror done (neither is counted twice)."""
 
     def report(batch: Sequence[Any], kind: str) -> list[Outcome]:
         return reporter.report_many(client_id, batch, received_at=received_at, context=context, kind=kinds[kind])
 
+    outcomes = report(records, "usage_record")
     if not mirrors.enabled:
-        return report(records, "usage_record")
-    targets = [mirrors.target(record) for record in records]  # before anything is stored
+        return outcomes
+    targets: list[MirroredUsage | MirrorRefusal | str | None] = []
+    for record, outcome in zip(records, outcomes, strict=True):
+        timestamp = outcome.body.get("timestamp")
+        if not isinstance(timestamp, int):  # 409 or 503: nothing was answered for the record yet
+            targets.append(None)
+            continue
+        try:
+            targets.append(mirrors.target(client_id, record, timestamp, replayed=outcome.replayed))
+        except MirrorLookupUnavailable as exc:
+            logger.error(
+                "mirror target unavailable", extra={"idempotency_key": record.idempotency_key, "cause": str(exc)}
+            )
+            targets.append(_UNAVAILABLE)
     mirrored = [(index, t) for index, t in enumerate(targets) if isinstance(t, MirroredUsage)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirror") as pool:
-        pending = pool.submit(report, [t for _, t in mirrored], "usage_record_mirror") if mirrored else None
-        outcomes = report(records, "usage_record")
-        mirror_outcomes = dict(zip((i for i, _ in mirrored), pending.result() if pending else [], strict=True))
-    result = []
-    for index, (outcome, target) in enumerate(zip(outcomes, targets, strict=True)):
-        mirror = mirror_outcomes.get(index)
-        if mirror is not None:
-            answer: dict[str, Any] | None = {**mirror.body, "status_code": mirror.status_code}
-        elif isinstance(target, MirrorRefusal):
-            observability.count("MirrorRefused")
-            logger.warning("mirror refused", extra={"reason": target.message})
-            answer = {"status": "rejected", "status_code": 422, **error_body(target.error_type, target.message)}
-        else:
-            answer = None
-        result.append(replace(outcome, body={**outcome.body, "mirror": answer}) if answer else outcome)
-    return result
+    reported = report([t for _, t in mirrored], "usage_record_mirror") if mirrored else []
+    mirror_outcomes = dict(zip((index for index, _ in mirrored), reported, strict=True))
+    return [
+        _with_mirror(outcome, mirror_outcomes.get(index), target)
+        for index, (outcome, target) in enumerate(zip(outcomes, targets, strict=True))
+    ]
+
+
+def _with_mirror(outcome: Outcome, mirror: Outcome | None, target: object) -> Outcome:
+    key = outcome.body.get("idempotency_key")
+    if target == _UNAVAILABLE or (mirror is not None and mirror.status_code == 503):
+        message = (
+            "the record's meter event mirror could be neither reported nor queued; retry with the same key and "
+            "payload (neither copy is counted twice)"
+        )
+        headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
+        return Outcome(503, error_body("service_unavailable", message, idempotency_key=key), headers=headers)
+    if mirror is not None:
+        answer: dict[str, Any] = {**mirror.body, "status_code": mirror.status_code}
+    elif isinstance(target, MirrorRefusal):
+        observability.count("MirrorRefused")
+        logger.warning("mirror refused", extra={"idempotency_key": key, "reason": target.message})
+        answer = {"status": "rejected", "status_code": 422, **error_body(target.error_type, target.message)}
+    else:
+        return outcome
+    return replace(outcome, body={**outcome.body, "mirror": answer})

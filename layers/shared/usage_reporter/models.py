@@ -89,6 +89,7 @@ class MirroredUsage:
     usage: UsageRecord
     event_name: str
     customer: str
+    timestamp: int  # the usage record's own, as its delivery plan fixed it: both copies say the same time
 
     @property
     def idempotency_key(self) -> str:
@@ -204,6 +205,10 @@ class QueuedRecord(BaseModel):
 
 # Reasons for which the ingest never sent the record to Stripe: nothing can be there under its key.
 NEVER_SENT_REASONS = frozenset({"time_budget_exhausted", "stripe_key_unavailable"})
+# Stripe refused these for now, not for good: it holds nothing under the key, but would replay its refusal
+# to that key for 24 h, so the next attempt goes under a fresh one (a cancel of an event Stripe has not
+# processed yet).
+REFUSED_FOR_NOW_REASONS = frozenset({"meter_event_not_in_stripe_yet"})
 
 
 def late_record_reason(first_sent_at: int, now: int) -> FailureReason:
@@ -267,10 +272,23 @@ class DeliveryState(BaseModel):
 
     @classmethod
     def first(cls, message: QueuedRecord) -> DeliveryState:
+        if message.reason.type in REFUSED_FOR_NOW_REASONS and not message.in_doubt:
+            return cls.fresh_key(message, message.attempts)
         return cls(
             stripe_idempotency_key=message.stripe_idempotency_key,
             key_first_used_at=message.received_at,
             # An earlier processing of the key may have reached Stripe even when this one never did.
             in_doubt=message.in_doubt or message.reason.type not in NEVER_SENT_REASONS,
             attempts=message.attempts,
+        )
+
+    @classmethod
+    def fresh_key(cls, message: QueuedRecord, attempts: int, **state: int) -> DeliveryState:
+        """The state for a fresh Stripe key (``-r<attempts>``): nothing was ever sent under it."""
+        return cls(
+            stripe_idempotency_key=f"{message.stripe_idempotency_key}-r{attempts}",
+            key_first_used_at=int(time.time()),
+            in_doubt=False,
+            attempts=attempts,
+            **state,
         )

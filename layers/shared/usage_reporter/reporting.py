@@ -122,8 +122,8 @@ class Reporter:
         if stream:
             # Every event's processing must be able to reach the batch at once: one thread each (at most 100).
             workers = len(records)
-            # An event waits for the others only while the invocation still has time for the Stripe call.
-            wait_seconds = max(1.0, context.get_remaining_time_in_millis() / 1000 - self._stripe_call_seconds)
+            # Events wait for each other only while the invocation still has time for the Stripe call after.
+            wait_seconds = max(0.0, context.get_remaining_time_in_millis() / 1000 - self._stripe_call_seconds)
             batch = StreamBatch(self._gateway.stream_meter_events, len(records), wait_seconds)
 
         def one(record: Any) -> Outcome:
@@ -318,17 +318,21 @@ class Reporter:
             # An earlier processing may have reached Stripe, which has forgotten the key by now.
             reason = late_record_reason(plan.fixed_at, received_at)
             return self._hold_for_review(keep(reason, in_doubt=True), fields)
+        # Not enough of this invocation left for a Stripe call with its retries: let the worker do it.
+        out_of_time = FailureReason(type="time_budget_exhausted", message="no time left in this request to call Stripe")
         if context.get_remaining_time_in_millis() / 1000 < self._stripe_call_seconds:
-            # Not enough of this invocation left for a Stripe call with its retries: let the worker do it.
-            reason = FailureReason(type="time_budget_exhausted", message="no time left in this request to call Stripe")
-            return self._queue_for_retry(keep(reason), fields)
+            return self._queue_for_retry(keep(out_of_time), fields)
         try:
             started = time.perf_counter()
             try:
-                if stream is not None and isinstance(params, StripeMeterEvent) and stream.offer(params):
-                    # Stripe validates streamed events later; an invalid one comes back as a thin event.
-                    logger.info("accepted", extra={"idempotency_key": key, "stripe_identifier": params.identifier})
-                    return answers.accepted(fields, {kind.id_field: params.identifier})
+                if stream is not None and isinstance(params, StripeMeterEvent):
+                    if stream.offer(params):
+                        # Stripe validates streamed events later; an invalid one comes back as a thin event.
+                        logger.info("accepted", extra={"idempotency_key": key, "stripe_identifier": params.identifier})
+                        return answers.accepted(fields, {kind.id_field: params.identifier})
+                    # Stripe refused the stream request whole: this event alone, through v1, if time is left.
+                    if context.get_remaining_time_in_millis() / 1000 < self._stripe_call_seconds:
+                        return self._queue_for_retry(keep(out_of_time), fields)
                 stripe_id = kind.send(self._gateway, params, plan.stripe_idempotency_key)
             finally:
                 observability.stripe_latency((time.perf_counter() - started) * 1000)

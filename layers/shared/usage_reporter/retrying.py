@@ -28,7 +28,14 @@ from . import answers, observability
 from .config import Settings
 from .dedup import DedupLedger, DedupRecordInProgress, dedup_request
 from .kinds import RecordKind, answer_fields
-from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, DeliveryState, FailureReason, QueuedRecord, late_record_reason
+from .models import (
+    KEY_SEEN_WITH_OTHER_PARAMETERS,
+    REFUSED_FOR_NOW_REASONS,
+    DeliveryState,
+    FailureReason,
+    QueuedRecord,
+    late_record_reason,
+)
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
@@ -156,13 +163,8 @@ class RetryWorker:
             # for 24 h), or an operator checked Stripe and confirmed the record is not there (after a
             # late record in doubt, or a key Stripe saw with other parameters): a fresh key delivers it,
             # and its own doubt starts afresh. A confirmation is used once: the state remembers it.
-            state = DeliveryState(
-                stripe_idempotency_key=f"{message.stripe_idempotency_key}-r{state.attempts}",
-                key_first_used_at=int(time.time()),
-                in_doubt=False,
-                attempts=state.attempts,
-                review_confirmation_used=max(message.review_confirmed_at or 0, state.review_confirmation_used),
-            )
+            used = max(message.review_confirmed_at or 0, state.review_confirmation_used)
+            state = DeliveryState.fresh_key(message, state.attempts, review_confirmation_used=used)
         return state
 
     def _attempt(
@@ -190,6 +192,9 @@ class RetryWorker:
                 logger.warning("rejected by Stripe", extra={"idempotency_key": key, "reason": exc.reason.model_dump()})
                 return
             self._rate_limited |= exc.reason.type == "stripe_rate_limited"
+            if exc.reason.type in REFUSED_FOR_NOW_REASONS:
+                used = done.review_confirmation_used
+                done = DeliveryState.fresh_key(message, done.attempts, review_confirmation_used=used)
             self._transient(message, request, done, exc.reason, receive_count)
             return
         except SecretUnavailable:

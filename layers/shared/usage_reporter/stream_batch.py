@@ -4,12 +4,14 @@ Every event of a batch is processed in its own thread, under its own dedup lock 
 replay, a conflict or a queued event is decided per event, as everywhere else). Instead of calling Stripe,
 a processing offers its event to the batch and waits; once every processing has either offered its event
 or ended without one (a replay, a conflict, a late record), the events offered go to Stripe in one request
-and each waiting processing learns the result. A processing that waits too long sends what is there.
+and each waiting processing learns the result. Past the batch's deadline (the invocation must keep time for
+the Stripe call), a waiting processing sends what is there.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +31,8 @@ class StreamBatch:
 
     def __init__(self, send: Callable[[list[StripeMeterEvent]], None], processings: int, wait_seconds: float) -> None:
         self._send = send
-        self._wait_seconds = wait_seconds
+        # One deadline for the batch (not a wait per offer): a late offer must not push the send past it.
+        self._deadline = time.monotonic() + wait_seconds
         self._lock = threading.Lock()
         self._undecided = processings  # processings that have neither offered an event nor ended
         self._offers: list[_Offer] = []
@@ -45,7 +48,7 @@ class StreamBatch:
             group = self._take_if_complete()
         if group:
             self._flush(group)
-        if not offer.done.wait(self._wait_seconds):
+        if not offer.done.wait(max(0.0, self._deadline - time.monotonic())):
             with self._lock:  # the others are slow: send what is there now (they form a group of their own)
                 group = self._offers if offer in self._offers else []
                 self._offers = [] if group else self._offers

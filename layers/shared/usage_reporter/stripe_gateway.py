@@ -127,6 +127,10 @@ class InvalidStripeSignature(Exception):
     """A request to the event destination that Stripe did not sign with the endpoint's secret (or too long ago)."""
 
 
+class UnreadableStripeEvent(Exception):
+    """A correctly signed request that is not a thin event: Stripe's delivering it again would not help."""
+
+
 METER_ERROR_EVENT_TYPES = frozenset({"v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"})
 
 
@@ -308,11 +312,15 @@ class StripeGateway:
         fetch the full event from Stripe for its errors (``StripeDeliveryError`` when Stripe cannot say)."""
         import stripe
 
+        try:  # first, and without the API key: a stranger's request costs no secret but the webhook's
+            stripe.WebhookSignature.verify_header(payload, signature, secret, stripe.Webhook.DEFAULT_TOLERANCE)
+        except stripe.SignatureVerificationError as exc:
+            raise InvalidStripeSignature(str(exc)) from None  # the message never quotes the signature
         client = self._client()
         try:
-            notification = client.parse_event_notification(payload, signature, secret)
-        except (stripe.SignatureVerificationError, ValueError) as exc:
-            raise InvalidStripeSignature(str(exc)) from None  # the message never quotes the signature
+            notification = client.parse_event_notification_without_verification(payload)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # signed, yet not a thin event
+            raise UnreadableStripeEvent(f"not a thin event: {type(exc).__name__}") from None
         if notification.type not in METER_ERROR_EVENT_TYPES:
             return StripeEventNotice(notification.id, notification.type)
         try:
@@ -341,6 +349,20 @@ class StripeGateway:
             client.v1.billing.meter_event_adjustments.create(
                 params=params, options={"idempotency_key": idempotency_key}
             )
+        except stripe.InvalidRequestError as exc:
+            said = str(getattr(exc, "user_message", None) or exc)
+            if f"No meter event with identifier {cancel.cancel_identifier}" in said:
+                # A streamed event Stripe has not processed yet (it validates the stream later): not a
+                # refusal for good; the worker tries again (an event Stripe refuses is answered rejected).
+                reason = FailureReason(
+                    type="meter_event_not_in_stripe_yet",
+                    code=getattr(exc, "code", None),
+                    message=f"{said} Stripe may not have processed the streamed event yet; retried later.",
+                    http_status=getattr(exc, "http_status", None),
+                    stripe_request_id=getattr(exc, "request_id", None),
+                )
+                raise StripeDeliveryError(reason, permanent=False) from exc
+            raise classify(exc) from exc
         except stripe.StripeError as exc:
             raise classify(exc) from exc
         return cancel.cancel_identifier

@@ -92,9 +92,16 @@ def reporter() -> Reporter:
 
 @functools.cache
 def mirror_map() -> MirrorMap:
+    from .dedup import DeliveryPlans
     from .mirroring import MirrorMap
 
-    return MirrorMap(get_settings(), stripe_gateway())
+    settings = get_settings()
+    plans = DeliveryPlans(settings, aws.client("dynamodb"))
+    from .kinds import UsageRecordMirrors
+
+    mirrors = kinds()["usage_record_mirror"]
+    assert isinstance(mirrors, UsageRecordMirrors)
+    return MirrorMap(settings, stripe_gateway(), plans, mirrors)
 
 
 @functools.cache
@@ -113,25 +120,26 @@ def retry_worker() -> RetryWorker:
 @functools.cache
 def stripe_event_receiver() -> StripeEventReceiver:
     from .dedup import DedupLedger, DeliveryPlans, persistence_layer
-    from .kinds import MeterEvents
+    from .kinds import MeterEvents, UsageRecordMirrors
     from .stripe_events import StripeEventReceiver
 
     settings = get_settings()
-    kind = kinds()["meter_event"]
-    assert isinstance(kind, MeterEvents)
     webhook_secret = SecretSource(
         secret_arn=settings.stripe_webhook_secret_arn,
         value=settings.stripe_webhook_secret,
         cache_seconds=settings.secrets_cache_seconds,
         name="Stripe webhook secret",
     )
+    # The kinds whose records are meter events, each with its own stored answers.
+    metered = [kind for kind in kinds().values() if isinstance(kind, MeterEvents | UsageRecordMirrors)]
     return StripeEventReceiver(
         gateway=stripe_gateway(),
         webhook_secret=webhook_secret,
         plans=DeliveryPlans(settings, aws.client("dynamodb")),
-        ledger=DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix),
         queues=queues(),
-        kind=kind,
+        kinds=[
+            (kind, DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix)) for kind in metered
+        ],
     )
 
 
