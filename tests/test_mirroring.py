@@ -61,7 +61,7 @@ def test_a_mirrored_record_reaches_both_apis_once_with_both_outcomes(mirrored: D
     assert mirrored.stripe.total_usage(ITEM) == 5
     [event] = mirrored.stripe.meter_events
     assert (event.identifier, event.value, event.customer) == (mirror["stripe_identifier"], Decimal(5), CUSTOMER)
-    assert lookups(mirrored) == []  # everything was configured
+    assert lookups(mirrored) == ["/v1/billing/meters"]  # the meter's aggregation, once (cached)
 
     replay = mirrored.post("/v1/usage", usage("u1"))
     assert replay.headers["idempotent-replayed"] == "true" and replay.body == response.body
@@ -74,7 +74,7 @@ def test_a_mapping_by_price_takes_the_customer_from_stripe_once(mirrored: Deploy
 
     assert [r.body["mirror"]["status"] for r in (first, second)] == ["reported", "reported"]
     assert {e.customer for e in mirrored.stripe.meter_events} == {CUSTOMER}
-    assert lookups(mirrored) == [f"/v1/subscription_items/{PRICED_ITEM}"]  # then cached
+    assert sorted(lookups(mirrored)) == ["/v1/billing/meters", f"/v1/subscription_items/{PRICED_ITEM}"]  # cached
 
 
 def test_an_item_that_left_legacy_billing_is_refused_there_and_still_reaches_its_meter(mirrored: Deployment) -> None:
@@ -216,3 +216,15 @@ def test_a_queued_mirror_is_delivered_by_the_worker_once(mirrored: Deployment) -
     replay = mirrored.post("/v1/usage", usage("q1"))
     assert (replay.body["status"], replay.body["mirror"]["status"]) == ("reported", "reported")
     assert mirrored.stripe.total_usage(ITEM) == 5 and len(mirrored.stripe.meter_events) == 1
+
+
+def test_increment_mirrors_only_to_a_meter_that_sums(mirrored: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    from usage_reporter import wiring
+
+    monkeypatch.setenv("USAGE_RECORD_MIRROR", json.dumps({ITEM: {"event_name": LAST_METER, "customer": CUSTOMER}}))
+    wiring.reset()
+
+    response = mirrored.post("/v1/usage", usage("i1"))
+
+    assert response.body["mirror"]["error"]["type"] == "mirror_needs_sum_aggregation", response
+    assert mirrored.stripe.meter_events == []

@@ -106,10 +106,9 @@ class MirrorMap:
         customer = target.customer or (billing.customer if billing else None)
         if customer is None:
             return None
-        if record.action == "set":
-            refusal = self._set_refusal(target)
-            if refusal:
-                return refusal
+        refusal = self._aggregation_refusal(target, record.action)
+        if refusal:
+            return refusal
         return MirroredUsage(record, target.event_name, customer, timestamp)
 
     def _planned(self, client_id: str, record: UsageRecord) -> MirroredUsage | None:
@@ -122,16 +121,23 @@ class MirrorMap:
         customer = self._kind.answer_fields(plan.stripe)["customer"]
         return MirroredUsage(record, plan.stripe.event_name, str(customer), plan.stripe.timestamp)
 
-    def _set_refusal(self, target: MirrorTarget) -> MirrorRefusal | None:
-        """``set`` overwrites a period's usage; only a meter that keeps the last value can say the same."""
-        formulas: dict[str, str] = self._lookup("meters", self._gateway.meter_aggregations)
+    def _aggregation_refusal(self, target: MirrorTarget, action: str) -> MirrorRefusal | None:
+        """A usage record's ``increment`` adds up, its ``set`` replaces the usage so far: a meter says the same
+        only if it sums (``sum``) or keeps the last value (``last``), respectively."""
+        try:
+            formulas: dict[str, str] = self._lookup("meters", self._gateway.meter_aggregations)
+        except MirrorLookupUnavailable as exc:  # a safety net for the mapping: never a reason to hold the record
+            logger.warning("meter aggregation unknown; mirror sent unchecked", extra={"cause": str(exc)})
+            return None
         formula = formulas.get(target.event_name)
-        if formula is None or formula == "last":
+        needed = "last" if action == "set" else "sum"
+        if formula is None or formula == needed:
             return None  # no such active meter: Stripe refuses the event itself, with its own reason
         return MirrorRefusal(
-            "mirror_needs_last_aggregation",
-            f'action "set" replaces the usage so far; meter {target.event_name!r} aggregates with {formula!r}, '
-            'so the mirror would add instead. Mirror "set" records only to a meter with "last" aggregation.',
+            f"mirror_needs_{needed}_aggregation",
+            f"action {action!r} {'replaces' if action == 'set' else 'adds to'} the usage so far; meter "
+            f"{target.event_name!r} aggregates with {formula!r}, so its total would differ. Mirror {action!r} "
+            f"records only to a meter with {needed!r} aggregation.",
         )
 
     def _item_billing(self, item: str) -> ItemBilling | None:
