@@ -1,12 +1,15 @@
 """The one place that builds AWS SDK clients.
 
 boto3 reads ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) itself, which is how local
-runs and tests point these clients at moto.
+runs and tests point these clients at moto. Every client comes from one shared Session: a Session
+loads botocore's data files (~240 ms), so one per client would pay it again for each service. Clients
+are built once and shared by the threads of a batch (boto3 clients are thread-safe; Sessions are not,
+hence the lock around building them).
 """
 
 from __future__ import annotations
 
-import functools
+import threading
 from typing import Any
 
 # Fail fast inside a Lambda invocation: a hung AWS call must not eat the Stripe time budget.
@@ -18,10 +21,40 @@ _CLIENT_CONFIG = {
     "max_pool_connections": 32,
 }
 
+class _Clients:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._clients: dict[str, Any] = {}
 
-@functools.cache
+    def get(self, service: str) -> Any:
+        found = self._clients.get(service)
+        if found is not None:
+            return found
+        with self._lock:
+            if service not in self._clients:
+                import boto3  # imported here: the 401 and 4xx paths never need it
+                from botocore.config import Config
+
+                if self._session is None:
+                    self._session = boto3.session.Session()
+                self._clients[service] = self._session.client(service, config=Config(**_CLIENT_CONFIG))
+            return self._clients[service]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._session = None
+            self._clients.clear()
+
+
+_clients = _Clients()
+
+
 def client(service: str) -> Any:
-    import boto3  # imported here: the 401 and 4xx paths never need it
-    from botocore.config import Config
+    """The process's client for ``service`` (built on first use)."""
+    return _clients.get(service)
 
-    return boto3.session.Session().client(service, config=Config(**_CLIENT_CONFIG))
+
+def reset() -> None:
+    """Drop the session and clients (the environment changed: tests, the local server)."""
+    _clients.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .models import FailureReason, QueuedRecord
@@ -13,10 +14,14 @@ class QueueUnavailable(Exception):
 
 
 class RecordQueues:
-    def __init__(self, sqs_client: Any, *, retry_queue_url: str, dead_letter_queue_url: str) -> None:
-        self._sqs = sqs_client
+    def __init__(self, sqs_client: Callable[[], Any], *, retry_queue_url: str, dead_letter_queue_url: str) -> None:
+        self._sqs_client = sqs_client  # built on first use: most requests never queue anything
         self.retry_queue_url = retry_queue_url
         self.dead_letter_queue_url = dead_letter_queue_url
+
+    @property
+    def _sqs(self) -> Any:
+        return self._sqs_client()
 
     def send_for_retry(self, message: QueuedRecord, *, delay_seconds: int = 0) -> str:
         return self._send(self.retry_queue_url, message, delay_seconds)

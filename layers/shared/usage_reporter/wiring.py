@@ -38,7 +38,7 @@ def queues() -> RecordQueues:
 
     settings = get_settings()
     return RecordQueues(
-        aws.client("sqs"),
+        lambda: aws.client("sqs"),
         retry_queue_url=settings.retry_queue_url,
         dead_letter_queue_url=settings.dead_letter_queue_url,
     )
@@ -145,6 +145,7 @@ def stripe_event_receiver() -> StripeEventReceiver:
 
 def reset() -> None:
     """Forget everything built from the environment (tests and the local server change it)."""
-    every = (get_settings, aws.client, authenticator, queues, stripe_gateway, kinds, reporter, retry_worker)
+    every = (get_settings, authenticator, queues, stripe_gateway, kinds, reporter, retry_worker)
     for cached in (*every, stripe_event_receiver, mirror_map):
         cached.cache_clear()
+    aws.reset()
