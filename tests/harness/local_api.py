@@ -42,11 +42,15 @@ from .lambda_runtime import (
 DEMO_ITEMS = ("si_demo", "si_demo2")
 DEMO_METER = "api_requests"  # a meter (sum of "value" per "stripe_customer_id") the local fake Stripe has
 DEMO_CUSTOMER = "cus_demo"
+DEMO_PRICE = "price_demo"
+# Settings a user may set when starting the local API (the template's defaults otherwise).
+USER_SETTINGS = ("USAGE_RECORD_MIRROR", "METER_EVENT_BATCH_API", "METER_EVENT_KEYS", "STRIPE_TIMEOUT_SECONDS")
 
 
 def demo_fake_stripe() -> FakeStripe:
     """The local fake Stripe: the demo subscription items, meter and customer."""
     fake = FakeStripe(api_key=FAKE_STRIPE_KEY, subscription_items=DEMO_ITEMS)
+    fake.add_subscription_items(*DEMO_ITEMS, customer=DEMO_CUSTOMER, price=DEMO_PRICE)  # for mirroring
     fake.add_meter(DEMO_METER)
     fake.add_customers(DEMO_CUSTOMER)
     return fake
@@ -110,6 +114,7 @@ def start_backends(retry_delay_seconds: int | None = None, *, aws_faults: bool =
     stack, env = local_environment(stripe_api_key=stripe_key, stripe_api_base=stripe_base)
     if retry_delay_seconds is not None:
         env["RETRY_BASE_DELAY_SECONDS"] = str(retry_delay_seconds)
+    env.update({name: os.environ[name] for name in USER_SETTINGS if os.environ.get(name)})
     os.environ.update(env)
     return {"stack": stack, "env": env, "fake_stripe": fake, "moto_url": moto_url, "aws_faults": faults}
 
