@@ -1,8 +1,10 @@
 """The fault-and-load check (tests/harness/fault_load.py): its short form passes, and its reconciliation
-catches what it is there to catch, for usage records and meter events."""
+catches what it is there to catch, for usage records, meter events and meter events in streamed batches."""
 
 from __future__ import annotations
 
+import argparse
+import random
 import re
 import subprocess
 import sys
@@ -11,8 +13,18 @@ from typing import Any
 
 import pytest
 
-from tests.harness.fake_stripe import MeterEvent
-from tests.harness.fault_load import Key, reconcile, record_body, repeated_dead_letters
+from tests.harness.fake_stripe import MeterError, MeterEvent
+from tests.harness.fault_load import (
+    ErrorReports,
+    Key,
+    batch_body,
+    make_jobs,
+    make_keys,
+    parse_kinds,
+    reconcile,
+    record_body,
+    repeated_dead_letters,
+)
 from tests.harness.stack import ROOT
 from usage_reporter.config import Settings
 from usage_reporter.kinds import MeterEvents
@@ -33,8 +45,19 @@ def test_the_short_fault_and_load_run_reconciles() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     assert "reconciliation:     OK" in run.stdout
     assert "AWS calls failed:   {'" in run.stdout  # outages did happen
-    for kind in ("usage records", "meter events"):  # both kinds were sent (and the killed usage record)
-        assert re.search(rf"^{kind}: +1[56] keys, .*; in Stripe [1-9]", run.stdout, re.MULTILINE), run.stdout
+    assert '{"_aws"' not in run.stdout  # the service's metrics are not mixed into the summary
+    for kind, count in (("usage records", 11), ("meter events", 10)):  # each kind was sent (and the killed record)
+        assert re.search(rf"^{kind}: +{count} keys, .*; in Stripe [1-9]", run.stdout, re.MULTILINE), run.stdout
+    batched = (
+        r"^batched events: +10 keys in \d+ batch(es)?, answered \{.*'202 accepted'.*\}, replayed \{.*'422 rejected'"
+    )
+    assert re.search(batched + r".*; in Stripe [1-9]", run.stdout, re.MULTILINE), run.stdout
+    # Stripe found some streamed events invalid, reported them (answered 503 during an outage, then again), and
+    # the service traced every one of them.
+    reports = (
+        r"^error reports: +Stripe found [1-9]\d* streamed events invalid; .* 503: .*rejected [1-9]\d*, unattributed 0$"
+    )
+    assert re.search(reports, run.stdout, re.MULTILINE), run.stdout
 
 
 def stripe_record(key: str, quantity: int, suffix: str = "") -> dict[str, object]:
@@ -182,3 +205,119 @@ def test_a_meter_events_value_is_sent_as_written() -> None:
     assert b'"value": "12.50"' in record_body(key)
     assert b'"value": 12.50}' in record_body(Key("k", "m", Decimal("12.50"), kind="meter_event", as_number=True))
     assert b'"value": "13.50"' in record_body(key, key.quantity + 1)
+
+
+def batched_key(name: str, value: str, status: int, said: str, customer: str = "cus_demo") -> Key:
+    return Key(
+        name, "api_requests", Decimal(value), (status, {"status": said}), kind="meter_event_batch", customer=customer
+    )
+
+
+def meter_error(key: str, code: str = "meter_event_customer_not_found") -> MeterError:
+    return MeterError("api_requests", "mtr_test_1", code, "No such customer: 'cus_x'", identifier(key), 1_795_000_000)
+
+
+def reported_later(code: str = "meter_event_customer_not_found") -> list[dict[str, Any]]:
+    """The letter the event destination writes: Stripe's code, no http_status."""
+    reason = {"type": "stripe_error", "code": code, "message": "No such customer: 'cus_x' (reported later)"}
+    return [{"kind": "meter_event", "reason": reason}]
+
+
+def test_batched_events_reconcile_by_identifier_with_letters_of_the_meter_event_kind() -> None:
+    keys = [
+        batched_key("a", "2.50", 202, "accepted"),  # streamed, valid: in Stripe (no Idempotency-Key: v2)
+        batched_key("q", "3", 200, "reported"),  # queued, then the worker's v1 call
+        batched_key("bad", "4", 422, "rejected", customer="cus_unknown"),  # Stripe reported it later
+    ]
+    streamed = meter_event("a", "2.5")
+    streamed.via, streamed.idempotency_key = "v2", None
+    letters = {"bad": reported_later()}
+
+    problems = reconcile(
+        keys, [], letters, meter_events=[streamed, meter_event("q", "3")], meter_errors=[meter_error("bad")]
+    )
+
+    assert problems == []
+    assert ErrorReports(answers=[{"rejected": 1, "unattributed": 0}]).problems(keys, letters) == []
+
+
+def test_a_batched_event_finally_accepted_must_be_in_stripe_and_not_dead_lettered() -> None:
+    keys = [
+        batched_key("lost", "1", 202, "accepted"),
+        batched_key("both", "2", 202, "accepted"),
+        batched_key("queued", "3", 202, "queued"),  # held for an operator: a letter is enough
+    ]
+    letters = {"both": letter("gave up", "meter_event"), "queued": letter("gave up", "meter_event")}
+
+    problems = reconcile(keys, [], letters, meter_events=[meter_event("both", "2")])
+
+    assert problems == [
+        "lost: finally accepted but not in Stripe",
+        "both: finally accepted but in Stripe and dead-lettered",
+        "batched event values: callers were told 6, Stripe + dead letters hold 5",  # the lost one's 1
+    ]
+
+
+def test_every_event_stripe_found_invalid_is_a_callers_rejected_and_dead_lettered_with_stripes_code() -> None:
+    keys = [
+        batched_key("still", "1", 202, "accepted"),  # the report did not change its answer
+        batched_key("nowhere", "2", 422, "rejected"),  # rejected, but no letter
+        batched_key("wrong", "3", 422, "rejected"),  # dead-lettered with another code
+        batched_key("v1", "4", 422, "rejected"),  # refused by the worker's v1 call first: Stripe's v1 refusal
+    ]
+    errors = [meter_error(name) for name in ("still", "nowhere", "wrong", "v1")] + [meter_error("stranger")]
+    v1_refusal = letter("No such customer: 'cus_x'", "meter_event", stripe={"payload": {"value": "4"}})
+    v1_refusal[0]["reason"]["http_status"] = 400
+    letters = {"wrong": reported_later("no_meter"), "v1": v1_refusal}
+
+    problems = reconcile(keys, [], letters, meter_errors=errors)
+
+    assert any(
+        "still: Stripe found it invalid (meter_event_customer_not_found), its final answer 202" in p for p in problems
+    )
+    assert any("still: Stripe found it invalid, but it is not dead-lettered" in p for p in problems)
+    assert any("nowhere: answered 422 rejected but not dead-lettered" in p for p in problems)
+    assert any("wrong: dead-lettered by an error report with code 'no_meter'" in p for p in problems)
+    assert any(
+        p.startswith("Stripe found a meter event meter-event-") and "which no caller sent" in p for p in problems
+    )
+    assert not any(p.startswith("v1:") for p in problems)
+
+
+def test_error_reports_must_be_acknowledged_traced_and_counted_once() -> None:
+    keys = [batched_key("bad", "4", 422, "rejected"), batched_key("worse", "5", 422, "rejected")]
+    letters = {"bad": reported_later(), "worse": reported_later()}
+    reports = ErrorReports(answers=[{"rejected": 1, "unattributed": 1}], unacknowledged=1)
+
+    assert reports.problems(keys, letters) == [
+        "1 error report(s) never acknowledged",
+        "the event destination could not trace 1 invalid event(s)",
+        "the event destination rejected 1 keys, 2 are dead-lettered",
+    ]
+
+
+def test_batches_hold_2_to_10_events_in_key_order_the_first_3_with_an_unknown_customer() -> None:
+    rng = random.Random(5)
+    keys = make_keys(5, 90, ("usage_record", "meter_event_batch"), rng)
+
+    jobs = make_jobs(keys, rng)
+
+    batches = [job for job in jobs if job[0].kind == "meter_event_batch"]
+    assert [key for batch in batches for key in batch] == [key for key in keys if key.kind == "meter_event_batch"]
+    assert all(2 <= len(batch) <= 10 for batch in batches) and len(batches[0]) == 3
+    assert "cus_unknownToStripe" in {key.customer for key in batches[0]}
+    assert all(len(job) == 1 for job in jobs if job[0].kind == "usage_record")
+    assert [job[0].name for job in jobs] == sorted((job[0].name for job in jobs), key=lambda n: int(n.split("-")[-1]))
+
+
+def test_a_batch_is_its_events_as_sent_alone_and_a_conflict_changes_one() -> None:
+    one, two = batched_key("k1", "12.50", 202, "accepted"), batched_key("k2", "3", 202, "accepted")
+
+    assert batch_body([one, two]) == b'{"events": [' + record_body(one) + b", " + record_body(two) + b"]}"
+    assert b'"value": "4"' in batch_body([one, two], other=two) and b'"value": "12.50"' in batch_body([one, two], two)
+
+
+def test_kinds_accept_the_batched_kind() -> None:
+    assert parse_kinds("meter_event_batch,usage_record") == ("usage_record", "meter_event_batch")
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_kinds("meter_event_batches")

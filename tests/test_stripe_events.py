@@ -211,3 +211,27 @@ def test_a_signed_body_that_is_not_a_thin_event_is_refused(metered: Deployment) 
     response = metered.post(EVENTS_PATH, payload, headers={"stripe-signature": signed})
 
     assert (response.status, response.body["error"]["type"]) == (400, "invalid_event"), response
+
+
+def test_an_event_stripe_got_twice_and_refused_twice_is_one_rejection_and_nothing_unattributed(
+    metered: Deployment, destination: EventDestination
+) -> None:
+    """A retry after a lost answer streams the same identifier again: Stripe's report names it twice."""
+    response = metered.post("/v1/meter_events/batch", {"events": [event("twice", customer="cus_TESTnobody")]})
+    identifier = response.body["results"][0]["stripe_identifier"]
+    client = stripe.StripeClient(
+        FAKE_STRIPE_KEY, base_addresses={"api": metered.stripe.url, "meter_events": metered.stripe.url}
+    )
+    session = client.v2.billing.meter_event_session.create()
+    [sent] = [r["params"]["events"][0] for r in metered.stripe.requests if r["path"].endswith("meter_event_stream")]
+    client.v2.billing.meter_event_stream.create(
+        params={"events": [sent]}, options={"api_key": session.authentication_token}
+    )
+    metered.stripe.process_meter_event_stream()
+    assert [e.identifier for e in metered.stripe.meter_errors] == [identifier, identifier]
+
+    metered.stripe.deliver_error_reports(destination.url, LOCAL_STRIPE_WEBHOOK_SECRET)
+
+    [received] = destination.received
+    assert (received.answer["rejected"], received.answer["unattributed"]) == (1, 0)
+    assert len(metered.dead_letters()) == 1

@@ -16,6 +16,7 @@ already answered ``rejected`` is left alone, and the dead letter is sent before 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,13 +72,14 @@ class StripeEventReceiver:
         if not notice.samples and not notice.error_count:
             logger.info("Stripe event ignored", extra={"stripe_event": notice.event_id, "type": notice.type})
             return HandledEvent(notice.event_id, notice.type)
-        traced = 0
+        traced = 0  # failing events (samples) traced to a record: one identifier can fail more than once
         rejected = 0
+        samples_per_identifier = Counter(s.identifier for s in notice.samples)
         for sample in {s.identifier: s for s in notice.samples}.values():
             found = self._plan(sample.identifier)
             if found is None:
                 continue
-            traced += 1
+            traced += samples_per_identifier[sample.identifier]
             rejected += self._reject(*found, sample, notice.event_id)
         unattributed = max(notice.error_count - traced, 0)
         observability.count("MeterEventsRejectedByStripe", rejected)
