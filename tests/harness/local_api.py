@@ -209,7 +209,15 @@ def main() -> None:
     parser.add_argument("--retry-delay", type=int, help="first retry backoff in seconds (default: the template's)")
     args = parser.parse_args()
 
+    from pydantic import ValidationError
+
+    from usage_reporter.config import get_settings
+
     backends = start_backends(args.retry_delay)
+    try:
+        settings = get_settings()  # what the function would refuse to start with, said before the banner
+    except ValidationError as exc:
+        sys.exit(f"make run: invalid settings:\n{exc}")
     server = serve(args.host, args.port, backends)
     url = f"http://{args.host}:{args.port}"
     if backends["fake_stripe"]:
@@ -226,15 +234,34 @@ def main() -> None:
         if fake
         else "real Stripe (test mode key from STRIPE_API_KEY)"
     )
+    env = backends["env"]
+    batches = (
+        "one v2 stream request each; the fake Stripe validates them every 2 s and posts its error reports to "
+        f"/v1/stripe/events (errors: {fake.url if fake else 'Stripe'}/_fake/meter_errors; the local signing secret "
+        f"is {LOCAL_STRIPE_WEBHOOK_SECRET})"
+        if settings.meter_event_batch_api == "stream"
+        else "one synchronous /v1/billing/meter_events call per event (METER_EVENT_BATCH_API=v1)"
+    )
+    mirroring = (
+        ", ".join(f"{source} -> {target.event_name}" for source, target in settings.usage_record_mirror.items())
+        or "off (USAGE_RECORD_MIRROR)"
+    )
+    dead_letters = (
+        f"AWS_ENDPOINT_URL={backends['moto_url']} AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local "
+        f"AWS_DEFAULT_REGION={os.environ['AWS_DEFAULT_REGION']} DEAD_LETTER_QUEUE_URL={env['DEAD_LETTER_QUEUE_URL']} "
+        f"RETRY_QUEUE_URL={env['RETRY_QUEUE_URL']} make dlq ARGS=list"
+    )
     print(
         f"""
 stripe-usage-reporter listening on {url}
   routes: POST /v1/usage[/batch], POST /v1/meter_events[/batch|/cancel], POST /v1/stripe/events (Stripe's)
-  AWS (moto, from template.yaml): {backends["moto_url"]}  table {backends["env"]["IDEMPOTENCY_TABLE_NAME"]}
+  AWS (moto, from template.yaml): {backends["moto_url"]}  table {env["IDEMPOTENCY_TABLE_NAME"]}
   Stripe: {stripe_line}
   client: {DEMO_CLIENT_ID} / secret {DEMO_CLIENT_SECRET}
-  retry worker: polls the retry queue every 2 s; the first retry waits {backends["env"]["RETRY_BASE_DELAY_SECONDS"]} s
-  streamed batches: the fake Stripe validates them every 2 s and posts error reports to /v1/stripe/events
+  retry worker: polls the retry queue every 2 s; the first retry waits {env["RETRY_BASE_DELAY_SECONDS"]} s
+  meter event batches: {batches}
+  mirroring usage records to meter events: {mirroring}
+  dead letters: {dead_letters}
   faults: curl -X POST {fake.url if fake else "(fake Stripe only)"}/_fake/faults -d kind=status -d status=503 -d times=3
 
 Try it (the signature is valid for 5 minutes; `make curl` prints a fresh one):

@@ -145,11 +145,15 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
         observability.count("Unauthorized")
         logger.warning("unauthorized", extra={"reason": str(exc), "client_id": loggable_client_id(headers)})
         return _response(401, error_body("unauthorized", str(exc)), {"WWW-Authenticate": "X-Usage-Signature"})
-    except (SecretUnavailable, ValidationError):
-        # ValidationError here is the service's own configuration (Settings), not the caller's body.
-        logger.exception("service misconfigured or client secrets unreachable")
+    except SecretUnavailable:
+        logger.exception("client secrets unreachable")
         observability.count("ServiceUnavailable")
         message = "the service cannot authenticate requests right now"
+        return _response(503, error_body("service_unavailable", message), {"Retry-After": "30"})
+    except ValidationError:  # the service's own configuration (Settings), not the caller's body
+        logger.exception("service misconfigured: fix its settings (the error names each one)")
+        observability.count("ServiceUnavailable")
+        message = "the service's configuration is invalid; its operators must fix it (the logs name the setting)"
         return _response(503, error_body("service_unavailable", message), {"Retry-After": "30"})
     logger.append_keys(client_id=client.client_id)
 
