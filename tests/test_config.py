@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from pydantic import ValidationError
 from tests.conftest import Deployment, record
 from tests.harness.fake_stripe import is_stripe_version
 from tests.harness.lambda_runtime import FAKE_STRIPE_KEY
+from tests.harness.stack import ROOT
 from usage_reporter import wiring
 from usage_reporter.config import FIRST_VERSION_WITHOUT_USAGE_RECORDS, Settings, stripe_version_problem
 from usage_reporter.stripe_gateway import worst_case_seconds
@@ -136,3 +140,31 @@ def test_the_fake_stripe_applies_the_same_version_rule(version: str) -> None:
     stripe_has_it = is_stripe_version(version, datetime.datetime.now(datetime.UTC).date())
 
     assert (stripe_version_problem(version) is None) == (stripe_has_it and has_usage_records)
+
+
+@pytest.mark.parametrize(
+    ("env", "traced"),
+    [
+        ({"AWS_LAMBDA_FUNCTION_NAME": "ingest"}, True),
+        ({"AWS_LAMBDA_FUNCTION_NAME": "ingest", "POWERTOOLS_TRACE_DISABLED": "true"}, False),
+        ({"AWS_LAMBDA_FUNCTION_NAME": "ingest", "AWS_SAM_LOCAL": "true"}, False),
+        ({}, False),
+    ],
+)
+def test_tracing_is_on_in_lambda_only_and_loads_the_xray_sdk_only_then(env: dict[str, str], traced: bool) -> None:
+    script = (
+        "import sys; from usage_reporter import observability as o; "
+        "print(o.tracer is not None, 'aws_xray_sdk.core' in sys.modules, "
+        "sorted(o.tracer._config['patch_modules']) if o.tracer else [])"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in ("POWERTOOLS_TRACE_DISABLED", "AWS_LAMBDA_FUNCTION_NAME")}
+    output = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**base, **env, "PYTHONPATH": str(ROOT / "layers" / "shared")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(maxsplit=2)
+
+    assert output[:2] == [str(traced), str(traced)]
+    assert output[2].strip() == ("['botocore', 'requests']" if traced else "[]")

@@ -21,6 +21,7 @@ _CLIENT_CONFIG = {
     "max_pool_connections": 32,
 }
 
+
 class _Clients:
     def __init__(self) -> None:
         self._lock = threading.Lock()
