@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from tests.conftest import Deployment, record
 from tests.harness.fake_stripe import Fault
 from usage_reporter.models import MAX_BATCH_RECORDS
@@ -101,3 +105,18 @@ def test_full_batch_is_reported_within_the_request(deployment: Deployment) -> No
     again = deployment.post("/v1/usage/batch", {"records": records})
     assert all(r["replayed"] for r in again.body["results"])
     assert len(deployment.stripe.ledger) == MAX_BATCH_RECORDS
+
+
+def test_a_batch_of_usage_records_never_goes_faster_than_the_configured_stripe_rate(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usage_reporter import wiring
+
+    monkeypatch.setenv("STRIPE_USAGE_RECORDS_PER_SECOND", "10")
+    wiring.reset()
+    started = time.monotonic()
+
+    response = deployment.post("/v1/usage/batch", {"records": [record(f"paced-{i}") for i in range(11)]})
+
+    assert response.body["summary"] == {"reported": 11}, response
+    assert time.monotonic() - started >= 1.0  # 11 calls spaced 0.1 s apart, 8 threads or not

@@ -155,6 +155,8 @@ def local_environment(
         secrets.put_secret_value(SecretId=env["STRIPE_WEBHOOK_SECRET_ARN"], SecretString=LOCAL_STRIPE_WEBHOOK_SECRET)
     if stripe_api_base:
         env["STRIPE_API_BASE"] = stripe_api_base
+        # The fake Stripe has no rate limit; real Stripe's test mode allows 25 usage records a second.
+        env["STRIPE_USAGE_RECORDS_PER_SECOND"] = env.get("STRIPE_USAGE_RECORDS_PER_SECOND") or "1000"
     return stack, env
 
 

@@ -70,6 +70,11 @@ class Settings(BaseModel):
     stripe_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = Field(5.0, alias="STRIPE_TIMEOUT_SECONDS")
     stripe_max_network_retries: Annotated[int, Field(ge=0, le=5)] = Field(2, alias="STRIPE_MAX_NETWORK_RETRIES")
 
+    # Usage records sent to Stripe per second by one instance (unset: Stripe's limit for the mode, 25/s in
+    # test mode, 100/s live; Stripe's limit is per account, so with several instances set it lower).
+    usage_records_per_second: Annotated[float, Field(gt=0, le=1000)] | None = Field(
+        None, alias="STRIPE_USAGE_RECORDS_PER_SECOND"
+    )
     # Records of a batch reported in parallel; Stripe allows ~100 requests/s per account.
     batch_concurrency: Annotated[int, Field(ge=1, le=32)] = Field(8, alias="BATCH_CONCURRENCY")
     # Stop calling Stripe (and queue instead) when less than this is left of the invocation.
@@ -100,6 +105,7 @@ class Settings(BaseModel):
         "stripe_api_base",
         "stripe_webhook_secret_arn",
         "stripe_webhook_secret",
+        "usage_records_per_second",
         mode="before",
     )
     @classmethod
@@ -139,6 +145,11 @@ class Settings(BaseModel):
         if not (self.stripe_api_key_secret_arn or self.stripe_api_key):
             raise ValueError("set STRIPE_API_KEY_SECRET_ARN (AWS) or STRIPE_API_KEY (local runs)")
         return self
+
+    @property
+    def usage_record_rate(self) -> float:
+        """Usage records a second to Stripe from this instance."""
+        return self.usage_records_per_second or (25.0 if self.stripe_mode == "test" else 100.0)
 
     @property
     def dedup_window_seconds(self) -> int:

@@ -1,4 +1,5 @@
-"""Stripe adapter: the one place that builds the Stripe client and sends usage records.
+"""The Stripe calls the service makes: usage records, meter events (v1 and the v2 stream), cancels, thin
+events, and the lookups for mirroring.
 
 stripe-python 16 has no usage-record methods (the API was removed in ``2025-03-31.basil``), so
 records go through ``raw_request`` to the legacy endpoint with a pinned pre-basil Stripe-Version.
@@ -8,41 +9,20 @@ while Stripe remembers the key (~24 h); after that, the dedup table is the sourc
 
 from __future__ import annotations
 
-import datetime
-import functools
 import hashlib
 import json
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings
-from .models import KEY_SEEN_WITH_OTHER_PARAMETERS, FailureReason, StripeMeterEvent, StripeMeterEventCancel, StripeUsage
-from .secrets import SecretSource, SecretUnavailable
+from ..config import Settings
+from ..models import FailureReason, StripeMeterEvent, StripeMeterEventCancel, StripeUsage
+from ..secrets import SecretSource, SecretUnavailable
+from .client import LIVE_KEY_PREFIXES, TEST_KEY_PREFIXES, MeterEventSession, RequestPacer, build_client, rfc3339
+from .errors import InvalidStripeSignature, StreamRefused, StripeDeliveryError, UnreadableStripeEvent, classify
+from .shapes import METER_ERROR_EVENT_TYPES, ItemBilling, SampledMeterError, StripeEventNotice
 
 if TYPE_CHECKING:
     import stripe
-
-_TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
-_LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
-
-
-class StripeDeliveryError(Exception):
-    """Stripe did not accept the record.
-
-    ``permanent``: Stripe refused it for good; nothing is stored under the key. ``needs_review``:
-    Stripe has seen the key with other parameters, so it may hold the record: neither a refusal
-    nor worth retrying, only an operator who checked Stripe can release it (under a fresh key).
-    Otherwise the failure is transient and Stripe may or may not have written the record.
-    """
-
-    def __init__(self, reason: FailureReason, *, permanent: bool, needs_review: bool = False) -> None:
-        super().__init__(reason.message)
-        self.reason = reason
-        self.permanent = permanent
-        self.needs_review = needs_review
 
 
 def stripe_idempotency_key(client_id: str, idempotency_key: str) -> str:
@@ -51,155 +31,21 @@ def stripe_idempotency_key(client_id: str, idempotency_key: str) -> str:
     return f"usage-record-{digest}"
 
 
-def worst_case_seconds(settings: Settings) -> float:
-    """How long one record's Stripe call can take with all its retries (backoff 0.5 s doubling to 5 s)."""
-    attempts = settings.stripe_max_network_retries + 1
-    backoff = sum(min(0.5 * 2.0**n, 5.0) for n in range(settings.stripe_max_network_retries))
-    return attempts * settings.stripe_timeout_seconds + backoff
-
-
-def classify(error: Exception) -> StripeDeliveryError:
-    """Turn a stripe-python error into a reason and a retry decision."""
-    import stripe
-
-    status = getattr(error, "http_status", None)
-    stripe_error = getattr(error, "error", None)
-    code = getattr(stripe_error, "code", None) or getattr(error, "code", None)
-    message = getattr(stripe_error, "message", None) or getattr(error, "user_message", None) or str(error)
-    request_id = getattr(error, "request_id", None)
-    error_type = getattr(stripe_error, "type", None)
-
-    if status != 409 and (isinstance(error, stripe.IdempotencyError) or error_type == "idempotency_error"):
-        reason = FailureReason(
-            type=KEY_SEEN_WITH_OTHER_PARAMETERS,
-            code=code,
-            message=(
-                "Stripe has already seen this record's Idempotency-Key with other parameters, so it may "
-                f"already hold the record; held for an operator to check Stripe. Stripe said: {message}"
-            ),
-            http_status=status,
-            stripe_request_id=request_id,
-        )
-        return StripeDeliveryError(reason, permanent=False, needs_review=True)
-    if status == 400 and "legacy metered billing" in str(message):
-        # Basil-era prices: the item bills through a meter. A refusal, with a name that says what to do.
-        reason = FailureReason(
-            type="usage_records_unsupported",
-            code=code,
-            message=(
-                f"{message} This subscription item is billed through a Billing meter: report its usage with "
-                "POST /v1/meter_events (or mirror usage records to meter events; see README)."
-            ),
-            http_status=status,
-            stripe_request_id=request_id,
-        )
-        return StripeDeliveryError(reason, permanent=True)
-    if isinstance(error, stripe.APIConnectionError) or status is None:
-        kind, permanent = "stripe_unreachable", False
-    elif isinstance(error, stripe.RateLimitError) or status == 429:
-        kind, permanent = "stripe_rate_limited", False
-    elif status >= 500:
-        kind, permanent = "stripe_unavailable", False
-    elif status == 409:
-        kind, permanent = "stripe_conflict", False  # idempotency_key_in_use: a concurrent request, same key
-    elif status in (401, 403):
-        # Our API key is wrong or lacks permission: the record is fine, keep it for a retry after the fix.
-        kind, permanent = "stripe_auth_failed", False
-    else:
-        kind, permanent = "stripe_error", True
-    param = getattr(stripe_error, "param", None)
-    reason = FailureReason(
-        type=kind, code=code, param=param, message=str(message), http_status=status, stripe_request_id=request_id
-    )
-    return StripeDeliveryError(reason, permanent=permanent)
-
-
-class StreamRefused(Exception):
-    """Stripe refused a meter event stream request as a whole (nothing of it was taken): send the events
-    one by one through v1 instead, so that each gets Stripe's own answer."""
-
-    def __init__(self, reason: FailureReason) -> None:
-        super().__init__(reason.message)
-        self.reason = reason
-
-
-class InvalidStripeSignature(Exception):
-    """A request to the event destination that Stripe did not sign with the endpoint's secret (or too long ago)."""
-
-
-class UnreadableStripeEvent(Exception):
-    """A correctly signed request that is not a thin event: Stripe's delivering it again would not help."""
-
-
-METER_ERROR_EVENT_TYPES = frozenset({"v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"})
-
-
-@dataclass(frozen=True)
-class SampledMeterError:
-    """One failing meter event Stripe names in an error report: its identifier, Stripe's code and message."""
-
-    identifier: str
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class StripeEventNotice:
-    """A verified thin event; for a meter error report, how many events failed and the ones Stripe sampled."""
-
-    event_id: str
-    type: str
-    error_count: int = 0
-    samples: tuple[SampledMeterError, ...] = ()
-
-
-@dataclass(frozen=True)
-class ItemBilling:
-    """What Stripe says a subscription item bills: its price, and the subscription's customer."""
-
-    price: str
-    customer: str
-
-
-# Renew a meter event session this long before Stripe's expiry: a request must not race the clock.
-SESSION_RENEW_MARGIN_SECONDS = 60
-
-
-class _MeterEventSession:
-    """The v2 meter event stream's authentication token (valid 15 minutes), shared by every request of this
-    process and renewed before it expires, or when Stripe says it has."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._api_key = ""
-
-    def token(self, client: stripe.StripeClient, api_key: str, *, renew: bool = False) -> str:
-        with self._lock:
-            fresh = time.time() < self._expires_at - SESSION_RENEW_MARGIN_SECONDS and api_key == self._api_key
-            if renew or self._token is None or not fresh:
-                session = client.v2.billing.meter_event_session.create()
-                self._token = session.authentication_token
-                self._expires_at = datetime.datetime.fromisoformat(session.expires_at).timestamp()
-                self._api_key = api_key
-            return self._token
-
-
 class StripeGateway:
     def __init__(self, settings: Settings, api_key: SecretSource) -> None:
         self._settings = settings
         self._api_key = api_key
-        self._session = _MeterEventSession()
+        self._session = MeterEventSession()
+        self._usage_record_pacer = RequestPacer(settings.usage_record_rate)
 
     def _client(self) -> stripe.StripeClient:
         key = self._api_key.get()
-        allowed = _TEST_KEY_PREFIXES if self._settings.stripe_mode == "test" else _LIVE_KEY_PREFIXES
+        allowed = TEST_KEY_PREFIXES if self._settings.stripe_mode == "test" else LIVE_KEY_PREFIXES
         if not key.startswith(allowed):
             # Never let a test deployment bill real customers, nor a live one report into a sandbox.
             raise SecretUnavailable(f"the Stripe API key does not match STRIPE_MODE={self._settings.stripe_mode}")
         settings = self._settings
-        return _build_client(
+        return build_client(
             key, settings.stripe_api_base, settings.stripe_max_network_retries, settings.stripe_timeout_seconds
         )
 
@@ -208,6 +54,7 @@ class StripeGateway:
         import stripe
 
         client = self._client()
+        self._usage_record_pacer.wait()  # a batch never goes faster than Stripe allows
         try:
             response = client.raw_request(
                 "post",
@@ -261,7 +108,7 @@ class StripeGateway:
                     "event_name": event.event_name,
                     "payload": event.payload,
                     "identifier": event.identifier,
-                    "timestamp": _rfc3339(event.timestamp),
+                    "timestamp": rfc3339(event.timestamp),
                 }
                 for event in events
             ]
@@ -366,21 +213,3 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise classify(exc) from exc
         return cancel.cancel_identifier
-
-
-def _rfc3339(unix_seconds: int) -> str:
-    """The v2 API's time format."""
-    return datetime.datetime.fromtimestamp(unix_seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-@functools.lru_cache(maxsize=2)  # rebuilt only when the key rotates
-def _build_client(api_key: str, api_base: str | None, max_retries: int, timeout_seconds: float) -> stripe.StripeClient:
-    import stripe
-
-    base: Any = {"api": api_base, "meter_events": api_base} if api_base else {}  # the SDK's BaseAddresses
-    return stripe.StripeClient(
-        api_key,
-        base_addresses=base,
-        max_network_retries=max_retries,
-        http_client=stripe.RequestsClient(timeout=timeout_seconds),
-    )

@@ -1,0 +1,21 @@
+"""Stripe adapter: the one place that builds the Stripe client and speaks to Stripe."""
+
+from .client import worst_case_seconds
+from .errors import InvalidStripeSignature, StreamRefused, StripeDeliveryError, UnreadableStripeEvent, classify
+from .gateway import StripeGateway, stripe_idempotency_key
+from .shapes import METER_ERROR_EVENT_TYPES, ItemBilling, SampledMeterError, StripeEventNotice
+
+__all__ = [
+    "METER_ERROR_EVENT_TYPES",
+    "InvalidStripeSignature",
+    "ItemBilling",
+    "SampledMeterError",
+    "StreamRefused",
+    "StripeDeliveryError",
+    "StripeEventNotice",
+    "StripeGateway",
+    "UnreadableStripeEvent",
+    "classify",
+    "stripe_idempotency_key",
+    "worst_case_seconds",
+]
