@@ -152,3 +152,20 @@ def test_worker_is_wired_for_partial_failures_and_bounded_concurrency() -> None:
         r["Properties"]["MetricName"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"
     }
     assert {"ApproximateNumberOfMessagesVisible", "Errors", "5xx"} <= alarms
+
+
+def test_the_license_file_is_the_one_pyproject_names() -> None:
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+
+    assert declared == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+
+
+def test_samconfig_leaves_the_region_to_the_user() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+
+    assert "region" not in json.dumps(config)
