@@ -245,7 +245,9 @@ def test_rejection_that_cannot_be_dead_lettered_is_503(deployment: Deployment) -
     assert deployment.dedup_items() == []
 
 
-def test_stripe_key_for_the_wrong_mode_keeps_the_record(deployment: Deployment) -> None:
+def test_stripe_key_for_the_wrong_mode_is_a_configuration_error_that_keeps_the_record(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
     boto3.client("secretsmanager").put_secret_value(
         SecretId=deployment.env["STRIPE_API_KEY_SECRET_ARN"], SecretString="sk_live_not_for_a_test_stack"
     )
@@ -253,9 +255,14 @@ def test_stripe_key_for_the_wrong_mode_keeps_the_record(deployment: Deployment) 
     response = deployment.post("/v1/usage", record("r1"))
 
     assert response.status == 202
-    assert response.body["reason"]["type"] == "stripe_key_unavailable"
+    reason = response.body["reason"]
+    assert reason["type"] == "stripe_key_misconfigured" and "STRIPE_MODE=test" in reason["message"]
+    assert "sk_live_not_for" not in json.dumps(response.body)  # never the key itself
     assert deployment.stripe.usage_requests() == []
-    assert len(deployment.retry_messages()) == 1
+    [message] = deployment.retry_messages()
+    assert message["Body"]["reason"]["type"] == "stripe_key_misconfigured"
+    emitted = capsys.readouterr().out
+    assert '"ConfigurationInvalid":[1.0]' in emitted.replace(" ", "") and "sk_live_not_for" not in emitted
 
 
 def test_stripe_rejecting_our_api_key_keeps_the_record_for_retry(deployment: Deployment) -> None:

@@ -279,6 +279,7 @@ FUNCTION_ENVIRONMENT = [
 CUSTOM_METRIC_ALARMS = [
     ("MeterEventErrorsUnattributedAlarm", "MeterEventErrorsUnattributed", 1),
     ("StripeEventSignatureFailuresAlarm", "StripeEventSignatureInvalid", 5),
+    ("ConfigurationInvalidAlarm", "ConfigurationInvalid", 1),
 ]
 COMPARISONS = {
     "GreaterThanThreshold": operator.gt,

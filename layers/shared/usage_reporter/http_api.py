@@ -153,6 +153,7 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
     except ValidationError:  # the service's own configuration (Settings), not the caller's body
         logger.exception("service misconfigured: fix its settings (the error names each one)")
         observability.count("ServiceUnavailable")
+        observability.count("ConfigurationInvalid")
         message = "the service's configuration is invalid; its operators must fix it (the logs name the setting)"
         return _response(503, error_body("service_unavailable", message), {"Retry-After": "30"})
     logger.append_keys(client_id=client.client_id)

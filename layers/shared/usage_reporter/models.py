@@ -204,11 +204,19 @@ class QueuedRecord(BaseModel):
 
 
 # Reasons for which the ingest never sent the record to Stripe: nothing can be there under its key.
-NEVER_SENT_REASONS = frozenset({"time_budget_exhausted", "stripe_key_unavailable"})
+NEVER_SENT_REASONS = frozenset({"time_budget_exhausted", "stripe_key_unavailable", "stripe_key_misconfigured"})
 # Stripe refused these for now, not for good: it holds nothing under the key, but would replay its refusal
 # to that key for 24 h, so the next attempt goes under a fresh one (a cancel of an event Stripe has not
 # processed yet).
 REFUSED_FOR_NOW_REASONS = frozenset({"meter_event_not_in_stripe_yet"})
+
+
+def stripe_key_reason(misconfigured: str | None) -> FailureReason:
+    """Why a record was not sent: the Stripe key could not be read, or is wrong for this deployment
+    (``misconfigured``: what is wrong, never the key)."""
+    if misconfigured:
+        return FailureReason(type="stripe_key_misconfigured", message=misconfigured)
+    return FailureReason(type="stripe_key_unavailable", message="the service cannot reach Stripe right now")
 
 
 def late_record_reason(first_sent_at: int, now: int) -> FailureReason:

@@ -38,7 +38,7 @@ from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
 from .stream_batch import StreamBatch, StreamSlot
-from .stripe_gateway import StripeDeliveryError, StripeGateway, worst_case_seconds
+from .stripe_gateway import StripeDeliveryError, StripeGateway, key_problem, worst_case_seconds
 
 IN_PROGRESS_RETRY_AFTER_SECONDS = 5
 CANCEL_WINDOW_SECONDS = 24 * 3600  # Stripe cancels an event only within 24 h of receiving it
@@ -343,8 +343,7 @@ class Reporter:
                 return self._dead_letter(keep(exc.reason, in_doubt=False), fields)
             return self._queue_for_retry(keep(exc.reason), fields)
         except SecretUnavailable as exc:
-            logger.error("Stripe API key unavailable", extra={"cause": str(exc)})
-            reason = FailureReason(type="stripe_key_unavailable", message="the service cannot reach Stripe right now")
+            reason = key_problem(exc)
             return self._queue_for_retry(keep(reason), fields)
         logger.info("reported", extra={"idempotency_key": key, "stripe_id": stripe_id})
         return answers.reported(fields, {kind.id_field: stripe_id})

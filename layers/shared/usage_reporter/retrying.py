@@ -39,7 +39,7 @@ from .models import (
 from .observability import logger
 from .queues import QueueUnavailable, RecordQueues
 from .secrets import SecretUnavailable
-from .stripe_gateway import StripeDeliveryError, StripeGateway, worst_case_seconds
+from .stripe_gateway import StripeDeliveryError, StripeGateway, key_problem, worst_case_seconds
 
 # Dead-lettered because Stripe may already hold the record: an operator checks Stripe first.
 REVIEW_REASONS = frozenset({"needs_review", KEY_SEEN_WITH_OTHER_PARAMETERS})
@@ -197,10 +197,9 @@ class RetryWorker:
                 done = DeliveryState.fresh_key(message, done.attempts, review_confirmation_used=used)
             self._transient(message, request, done, exc.reason, receive_count)
             return
-        except SecretUnavailable:
+        except SecretUnavailable as exc:
             done = attempt.model_copy(update={"attempt_started_at": None, "attempts": attempt.attempts - 1})
-            reason = FailureReason(type="stripe_key_unavailable", message="the service cannot reach Stripe right now")
-            self._transient(message, request, done, reason, receive_count)
+            self._transient(message, request, done, key_problem(exc), receive_count)
             return
         done = attempt.model_copy(update={"attempt_started_at": None})
         self._ledger(message).store(

@@ -11,6 +11,11 @@ class SecretUnavailable(Exception):
     """A secret could not be read: the service cannot work until an operator fixes it."""
 
 
+class SecretMisconfigured(SecretUnavailable):
+    """The secret is there but wrong for this deployment (a live Stripe key on a test stack, a placeholder):
+    a configuration error for an operator, not an outage to wait out."""
+
+
 class SecretSource:
     """A string secret read from ``secret_arn`` (cached for ``cache_seconds``) or given as ``value``."""
 

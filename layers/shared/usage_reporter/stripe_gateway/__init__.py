@@ -1,7 +1,14 @@
 """Stripe adapter: the one place that builds the Stripe client and speaks to Stripe."""
 
 from .client import worst_case_seconds
-from .errors import InvalidStripeSignature, StreamRefused, StripeDeliveryError, UnreadableStripeEvent, classify
+from .errors import (
+    InvalidStripeSignature,
+    StreamRefused,
+    StripeDeliveryError,
+    UnreadableStripeEvent,
+    classify,
+    key_problem,
+)
 from .gateway import StripeGateway, stripe_idempotency_key
 from .shapes import METER_ERROR_EVENT_TYPES, ItemBilling, SampledMeterError, StripeEventNotice
 
@@ -16,6 +23,7 @@ __all__ = [
     "StripeGateway",
     "UnreadableStripeEvent",
     "classify",
+    "key_problem",
     "stripe_idempotency_key",
     "worst_case_seconds",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..models import KEY_SEEN_WITH_OTHER_PARAMETERS, FailureReason
+from .. import observability
+from ..models import KEY_SEEN_WITH_OTHER_PARAMETERS, FailureReason, stripe_key_reason
+from ..observability import logger
+from ..secrets import SecretMisconfigured, SecretUnavailable
 
 
 class StripeDeliveryError(Exception):
@@ -92,3 +95,14 @@ class InvalidStripeSignature(Exception):
 
 class UnreadableStripeEvent(Exception):
     """A correctly signed request that is not a thin event: Stripe's delivering it again would not help."""
+
+
+def key_problem(exc: SecretUnavailable) -> FailureReason:
+    """The reason a record waits when the Stripe key cannot be used; a wrong key is a configuration error,
+    counted (``ConfigurationInvalid``, alarmed) and said in the record's reason."""
+    if isinstance(exc, SecretMisconfigured):
+        logger.error("Stripe API key misconfigured", extra={"cause": str(exc)})
+        observability.count("ConfigurationInvalid")
+        return stripe_key_reason(str(exc))
+    logger.error("Stripe API key unavailable", extra={"cause": str(exc)})
+    return stripe_key_reason(None)

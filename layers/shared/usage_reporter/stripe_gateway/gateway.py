@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..models import FailureReason, StripeMeterEvent, StripeMeterEventCancel, StripeUsage
-from ..secrets import SecretSource, SecretUnavailable
+from ..secrets import SecretMisconfigured, SecretSource
 from .client import LIVE_KEY_PREFIXES, TEST_KEY_PREFIXES, MeterEventSession, RequestPacer, build_client, rfc3339
 from .errors import InvalidStripeSignature, StreamRefused, StripeDeliveryError, UnreadableStripeEvent, classify
 from .shapes import METER_ERROR_EVENT_TYPES, ItemBilling, SampledMeterError, StripeEventNotice
@@ -43,7 +43,11 @@ class StripeGateway:
         allowed = TEST_KEY_PREFIXES if self._settings.stripe_mode == "test" else LIVE_KEY_PREFIXES
         if not key.startswith(allowed):
             # Never let a test deployment bill real customers, nor a live one report into a sandbox.
-            raise SecretUnavailable(f"the Stripe API key does not match STRIPE_MODE={self._settings.stripe_mode}")
+            prefixes = " or ".join(f"{prefix}..." for prefix in allowed)
+            raise SecretMisconfigured(
+                f"the Stripe API key is not a {self._settings.stripe_mode}-mode key ({prefixes}) as STRIPE_MODE="
+                f"{self._settings.stripe_mode} requires: put the right key in the secret"
+            )
         settings = self._settings
         return build_client(
             key, settings.stripe_api_base, settings.stripe_max_network_retries, settings.stripe_timeout_seconds
