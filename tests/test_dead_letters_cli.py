@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from typing import Any
 
 import boto3
 import pytest
@@ -10,6 +14,7 @@ from botocore.stub import Stubber
 
 from tests.conftest import Deployment, record
 from tests.harness.fake_stripe import Fault
+from tests.harness.stack import ROOT
 from usage_reporter import aws
 from usage_reporter.dead_letters import main
 
@@ -109,3 +114,25 @@ def test_redrive_all_starts_sqs_message_move_task(cli_env: Deployment) -> None:
         main(["redrive", "--max-per-second", "50"])
 
         stub.assert_no_pending_responses()
+
+
+def test_a_stack_that_does_not_exist_is_one_clear_line(cli_env: Deployment) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--stack", "no-such-stack", "list"])
+
+    assert "no-such-stack" in str(exited.value) and "us-east-1" in str(exited.value)
+
+
+def test_no_region_is_one_clear_line_not_a_traceback(tmp_path: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "usage_reporter.dead_letters", "--stack", "any", "list"],
+        env={**env, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT / "layers" / "shared")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("no AWS region: set AWS_REGION")  # one line, no traceback
+    assert "Traceback" not in result.stderr

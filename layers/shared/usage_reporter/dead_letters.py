@@ -37,8 +37,10 @@ class Queues:
 
 def resolve_queues(stack: str | None) -> Queues:
     if stack:
-        outputs = aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]
+        outputs = aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
         by_key = {o["OutputKey"]: o["OutputValue"] for o in outputs}
+        if "DeadLetterQueueUrl" not in by_key or "RetryQueueUrl" not in by_key:
+            sys.exit(f"stack {stack!r} has no DeadLetterQueueUrl/RetryQueueUrl outputs: is it this service's stack?")
         return Queues(by_key["DeadLetterQueueUrl"], by_key["RetryQueueUrl"])
     try:
         return Queues(os.environ["DEAD_LETTER_QUEUE_URL"], os.environ["RETRY_QUEUE_URL"])
@@ -165,6 +167,26 @@ def purge_one(queues: Queues, message_id: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line; what AWS says is wrong (region, credentials, stack) as one line, not a traceback."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+
+    try:
+        _run(argv)
+    except NoRegionError:
+        sys.exit("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a region in your AWS profile)")
+    except NoCredentialsError:
+        sys.exit("no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    except EndpointConnectionError as exc:
+        sys.exit(f"cannot reach AWS: {exc}")
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ValidationError" and "does not exist" in str(error.get("Message")):
+            region = aws.client("cloudformation").meta.region_name
+            sys.exit(f"{error.get('Message')} in {region}: check --stack and AWS_REGION")
+        sys.exit(f"AWS refused: {error.get('Code')}: {error.get('Message')}")
+
+
+def _run(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(
         prog="dead_letters", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
