@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.harness.client import send
 from tests.harness.invoke import invoke
-from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, http_api_event
 from tests.harness.local_api import free_port
 from tests.harness.stack import ROOT
 from usage_reporter import wiring
@@ -195,3 +195,73 @@ def test_local_server_posts_stripes_error_reports_back_like_stripe(local_server:
         return [r["status"] for r in json.loads(replay)["results"]]
 
     wait_until(lambda: answers() == ["accepted", "rejected"], timeout=20)
+
+
+def _generated_event(tmp_path: Any) -> Any:
+    """What `sam local generate-event apigateway http-api-proxy` writes (the fields that matter here)."""
+    event = http_api_event("POST", "/path/to/resource", "Hello from Lambda", {"Header1": "value1"})
+    event["routeKey"] = "$default"
+    path = tmp_path / "generated.json"
+    path.write_text(json.dumps(event))
+    return path
+
+
+def test_invoke_names_the_routes_when_an_event_matches_none(tmp_path: Any) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.harness.invoke", str(_generated_event(tmp_path))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "'POST /path/to/resource', not one of the API's routes" in result.stderr
+    assert "POST /v1/usage" in result.stderr and "--path" in result.stderr
+
+
+def test_invoke_makes_a_generated_event_a_signed_usage_record(tmp_path: Any) -> None:
+    body = json.dumps({"idempotency_key": "generated-1", "subscription_item": "si_demo", "quantity": 2})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.harness.invoke",
+            str(_generated_event(tmp_path)),
+            "--path",
+            "/v1/usage",
+            "--body",
+            body,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    response = json.loads(result.stdout[result.stdout.index('{\n  "statusCode"') :])
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["status"] == "reported"
+
+
+def test_a_busy_port_is_one_clear_line(tmp_path: Any) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STRIPE_"))}
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.harness.local_api", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("try make run PORT=3001"), result.stderr[-500:]
+    assert "Traceback" not in result.stderr

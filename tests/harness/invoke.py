@@ -2,6 +2,9 @@
 
     python -m tests.harness.invoke events/usage-record.json
     python -m tests.harness.invoke events/retry-queue-batch.json     # the retry worker
+    python -m tests.harness.invoke generated.json --path /v1/usage --body '{"idempotency_key": ...}'
+        # any HTTP API event (e.g. from `sam local generate-event apigateway http-api-proxy`) made into a
+        # signed request of the demo client to one of the API's routes
 
 AWS is an in-process moto built from template.yaml (fresh for each invoke), Stripe is the project's
 fake (or real Stripe in test mode when ``STRIPE_API_KEY`` is set). Events signed with the demo
@@ -30,8 +33,18 @@ from .lambda_runtime import (
     function_logical_id,
     load_handler,
     local_environment,
+    routes,
 )
 from .local_api import demo_fake_stripe
+from .stack import Stack, load_template
+
+
+def create_stack_template_only() -> Stack:
+    """The template as a ``Stack`` (for its routes): nothing is created."""
+    template = load_template()
+    return Stack(
+        template=template, parameters={k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
+    )
 
 
 def _shifted(record: Any, seconds: int) -> Any:
@@ -72,6 +85,43 @@ def refresh_signature(event: dict[str, Any]) -> dict[str, Any]:
     sent_at = int((event.get("requestContext") or {}).get("timeEpoch", 0)) // 1000 or int(parts["t"])
     body = _redated_body(body, int(time.time()) - sent_at)
     return {**event, "body": body, "headers": {**headers, "x-usage-signature": sign(DEMO_CLIENT_SECRET, body.encode())}}
+
+
+def as_signed_request(event: dict[str, Any], path: str, body: str) -> dict[str, Any]:
+    """``event`` as a POST of ``body`` to ``path`` by the demo client, signed now."""
+    context = dict(event.get("requestContext") or {})
+    context["http"] = {**(context.get("http") or {}), "method": "POST", "path": path}
+    context["routeKey"] = f"POST {path}"
+    context["timeEpoch"] = int(time.time() * 1000)
+    headers = {
+        **{k.lower(): v for k, v in (event.get("headers") or {}).items()},
+        "content-type": "application/json",
+        "x-usage-client": DEMO_CLIENT_ID,
+        "x-usage-signature": sign(DEMO_CLIENT_SECRET, body.encode()),
+    }
+    return {
+        **event,
+        "routeKey": f"POST {path}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": context,
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def unknown_route(event: dict[str, Any]) -> str | None:
+    """Why API Gateway would not pass this HTTP event to the function (it answers 404 itself), or None."""
+    method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "")
+    route = f"{method} {event.get('rawPath', '')}"
+    known = routes(create_stack_template_only())
+    if route in known:
+        return None
+    return (
+        f"the event is {route!r}, not one of the API's routes ({', '.join(sorted(known))}); API Gateway answers "
+        "404 itself. Make it one with --path and --body (see --help)."
+    )
 
 
 def function_for(event: dict[str, Any]) -> str:
@@ -119,8 +169,17 @@ def main() -> None:
     parser.add_argument("event", type=Path, help="an event file, e.g. events/usage-record.json")
     parser.add_argument("--function", help="functions/<name> (default: retry for SQS events, else ingest)")
     parser.add_argument("--as-is", action="store_true", help="do not refresh the demo signature")
+    parser.add_argument("--path", help="send the event as a signed POST to this route, e.g. /v1/usage")
+    parser.add_argument("--body", help="with --path: the JSON body to send")
     args = parser.parse_args()
-    response = invoke(json.loads(args.event.read_text()), function=args.function, as_is=args.as_is)
+    event = json.loads(args.event.read_text())
+    if args.path:
+        event = as_signed_request(event, args.path, args.body or "{}")
+    if function_for(event) == "ingest" and not args.function:
+        problem = unknown_route(event)
+        if problem:
+            sys.exit(problem)
+    response = invoke(event, function=args.function, as_is=args.as_is)
     sys.stdout.flush()
     print(json.dumps(response, indent=2))
 

@@ -218,7 +218,10 @@ def main() -> None:
         settings = get_settings()  # what the function would refuse to start with, said before the banner
     except ValidationError as exc:
         sys.exit(f"make run: invalid settings:\n{exc}")
-    server = serve(args.host, args.port, backends)
+    try:
+        server = serve(args.host, args.port, backends)
+    except OSError as exc:  # the port is taken (or not ours to take): one line, not a traceback
+        sys.exit(f"make run: cannot listen on {args.host}:{args.port} ({exc.strerror}); try make run PORT=3001")
     url = f"http://{args.host}:{args.port}"
     if backends["fake_stripe"]:
         destination = f"{url}/v1/stripe/events"
