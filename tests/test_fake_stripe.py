@@ -464,3 +464,26 @@ def test_form_encoding_of_the_sdk_is_what_the_fake_parses(fake_stripe: FakeStrip
 
     [sent] = fake_stripe.usage_requests()
     assert sent["params"] == {"quantity": "1", "expand": ["a", "b"]}
+
+
+def test_faults_can_be_cleared_and_an_item_moved_to_a_meter_price_over_http(fake_stripe: FakeStripe) -> None:
+    import urllib.request
+
+    def control(method: str, path: str, data: bytes | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(fake_stripe.url + path, data=data, method=method)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    control("POST", "/_fake/faults", b"kind=status&status=503&times=5")
+    assert control("DELETE", "/_fake/faults") == {"cleared": True}
+    fake_stripe.add_subscription_items("si_TESTmoving", customer="cus_TESTmover")
+
+    assert control("POST", "/_fake/subscription_items/si_TESTmoving/meter_price")["legacy_metered"] is False
+
+    client = stripe.StripeClient(FAKE_STRIPE_KEY, base_addresses={"api": fake_stripe.url})
+    with pytest.raises(stripe.InvalidRequestError, match="legacy metered billing"):  # and no injected 503 left
+        client.raw_request(
+            "post", "/v1/subscription_items/si_TESTmoving/usage_records", quantity=1, stripe_version="2025-02-24.acacia"
+        )
+    item = client.v1.subscription_items.retrieve("si_TESTmoving", params={"expand": ["subscription"]})
+    assert item.subscription.customer == "cus_TESTmover"  # type: ignore[attr-defined]

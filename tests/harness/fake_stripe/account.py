@@ -186,6 +186,21 @@ def answer_control(account: FakeAccount, method: str, path: str, params: Params)
         if method == "GET" and path == "/_fake/ledger":
             with account._lock:
                 return Reply(200, {"object": "list", "data": list(account.ledger)})
+        if method == "DELETE" and path == "/_fake/faults":  # the faults not used yet are dropped
+            account.clear_faults()
+            return Reply(200, {"cleared": True})
+        if (
+            method == "POST"
+            and len(parts) == 4
+            and parts[:2] == ["_fake", "subscription_items"]
+            and parts[3] == ("meter_price")
+        ):  # the item moves to a price billed through a meter: Stripe refuses its usage records from now on
+            current = account.catalog.items.get(parts[2])
+            subscription = account.catalog.subscriptions.get(current.subscription) if current else None
+            account.add_subscription_items(
+                parts[2], legacy_metered=False, customer=subscription.customer if subscription else None
+            )
+            return Reply(200, {"subscription_item": parts[2], "legacy_metered": False})
         if method == "POST" and path == "/_fake/faults":  # e.g. kind=status&status=503&times=3
             fault = Fault(
                 kind=text("kind", "status") or "",
