@@ -265,3 +265,14 @@ def test_a_busy_port_is_one_clear_line(tmp_path: Any) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().endswith("try make run PORT=3001"), result.stderr[-500:]
     assert "Traceback" not in result.stderr
+
+
+def test_the_local_api_matches_routes_with_a_path_parameter_as_api_gateway_does() -> None:
+    from tests.harness.local_api import matching_route
+
+    known = {"POST /v1/usage", "POST /v1/usage/batch", "GET /v1/usage/{idempotency_key}"}
+
+    assert matching_route(known, "POST", "/v1/usage/batch") == "POST /v1/usage/batch"
+    assert matching_route(known, "GET", "/v1/usage/k%2F1") == "GET /v1/usage/{idempotency_key}"
+    assert matching_route(known, "GET", "/v1/usage/a/b") is None
+    assert matching_route(known, "GET", "/v1/usage") is None

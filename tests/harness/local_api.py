@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -119,6 +120,19 @@ def start_backends(retry_delay_seconds: int | None = None, *, aws_faults: bool =
     return {"stack": stack, "env": env, "fake_stripe": fake, "moto_url": moto_url, "aws_faults": faults}
 
 
+def matching_route(known_routes: set[str], method: str, path: str) -> str | None:
+    """The template's route key (``GET /v1/usage/{idempotency_key}``) a request matches, as API Gateway picks it:
+    an exact route first, then one with a path parameter (one path segment)."""
+    if f"{method} {path}" in known_routes:
+        return f"{method} {path}"
+    for route in sorted(known_routes):
+        route_method, _, pattern = route.partition(" ")
+        regex = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(pattern))
+        if route_method == method and re.fullmatch(regex, path):
+            return route
+    return None
+
+
 def serve(
     host: str,
     port: int,
@@ -142,8 +156,8 @@ def serve(
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            route_key = f"{self.command} {self.path.split('?')[0]}"
-            if route_key not in known_routes:  # API Gateway answers unknown routes itself
+            route_key = matching_route(known_routes, self.command, self.path.split("?")[0])
+            if route_key is None:  # API Gateway answers unknown routes itself
                 self._reply(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
                 return
             event = http_api_event(self.command, self.path, body, dict(self.headers.items()), route_key=route_key)

@@ -47,13 +47,16 @@ def accepted(fields: dict[str, Any], stripe_ids: dict[str, str]) -> dict[str, An
     return {"status_code": 202, "body": body}
 
 
-def queued(fields: dict[str, Any], reason: FailureReason) -> dict[str, Any]:
+def queued(fields: dict[str, Any], reason: FailureReason, *, next_attempt_at: int | None = None) -> dict[str, Any]:
+    """``next_attempt_at``: when the retry worker sends it again (unix seconds), when that is known."""
     body = {
         "status": "queued",
         **fields,
         "message": "Stripe did not take the record yet; it is queued and will be reported exactly once.",
         "reason": reason.model_dump(exclude_none=True),
     }
+    if next_attempt_at is not None:
+        body["next_attempt_at"] = next_attempt_at
     return {"status_code": 202, "body": body}
 
 

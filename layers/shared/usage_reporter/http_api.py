@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from functools import partial
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -103,9 +104,12 @@ def _parse_body(body: bytes) -> tuple[str | None, dict[str, Any] | None]:
     return text, None
 
 
+def _method(event: dict[str, Any]) -> str:
+    return str(event.get("requestContext", {}).get("http", {}).get("method", "")).upper()
+
+
 def _route_key(event: dict[str, Any]) -> str:
-    context = event.get("requestContext", {}).get("http", {})
-    return f"{context.get('method', '')} {event.get('rawPath', '')}"
+    return f"{_method(event)} {event.get('rawPath', '')}"
 
 
 def _stripe_event(body: bytes, signature: str | None) -> dict[str, Any]:
@@ -158,6 +162,11 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
         return _response(503, error_body("service_unavailable", message), {"Retry-After": "30"})
     logger.append_keys(client_id=client.client_id)
 
+    if _method(event) == "GET":  # a status lookup: signed like the rest, over an empty body
+        if body:
+            return _refusal(400, "invalid_request", "a GET has no body (sign the empty body)")
+        app.append_context(client=client, received_at=int(time.time()))
+        return app.resolve(event, context)
     problem = _media_type_problem(headers.get("content-type"))
     if problem:
         return _refusal(415, "unsupported_media_type", problem)
@@ -376,6 +385,35 @@ def post_meter_event_cancel(
     except DeliveryImpossible as exc:
         raise ServiceUnavailable(str(exc)) from exc
     return _outcome_response(_report([resolved], "meter_event_cancel")[0])
+
+
+def _status(kind: str, idempotency_key: str) -> Response[dict[str, Any]]:
+    """The stored answer for one of the caller's keys (its own only: keys are scoped per client), or 404."""
+    from .status_lookup import LookupUnavailable
+
+    key = unquote(idempotency_key)  # API Gateway passes the path as sent: a key may hold an encoded "/"
+    logger.append_keys(idempotency_key=key)
+    try:
+        found = wiring.status_lookup().status(kind, app.context["client"].client_id, key)
+    except LookupUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    if found is None:
+        message = (
+            "no answer is stored for this key: it was never received, its dedup window has passed, or its "
+            "request was answered 503 (then send it again, with the same key and payload)"
+        )
+        return Response(404, JSON, error_body("not_found", message, idempotency_key=key))
+    return Response(200, JSON, found)
+
+
+@app.get("/v1/usage/<idempotency_key>", summary="The answer stored for one of the caller's usage record keys")
+def get_usage_status(idempotency_key: str) -> Response[dict[str, Any]]:
+    return _status("usage_record", idempotency_key)
+
+
+@app.get("/v1/meter_events/<idempotency_key>", summary="The answer stored for one of the caller's meter event keys")
+def get_meter_event_status(idempotency_key: str) -> Response[dict[str, Any]]:
+    return _status("meter_event", idempotency_key)
 
 
 def _field_path(loc: tuple[Any, ...]) -> tuple[str, int | None]:

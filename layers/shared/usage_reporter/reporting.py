@@ -352,7 +352,7 @@ class Reporter:
         # The first retry waits the base backoff: an outage is rarely over within a second.
         delay = self._settings.retry_base_delay_seconds
         self._keep(lambda: self._queues.send_for_retry(message, delay_seconds=delay), message, "queued for retry")
-        return answers.queued(fields, message.reason)
+        return answers.queued(fields, message.reason, next_attempt_at=int(time.time()) + delay)
 
     def _dead_letter(self, message: QueuedRecord, fields: dict[str, Any]) -> dict[str, Any]:
         # The caller learns of the rejection only once an operator can see it too.

@@ -222,14 +222,16 @@ class RetryWorker:
             final = reason.model_copy(update={"message": f"gave up after {state.attempts} attempts: {reason.message}"})
             self._to_operator(message, request, state, final)
             return
+        backoff = self.backoff_seconds(receive_count)
+        next_attempt_at = int(time.time()) + backoff
         self._ledger(message).store(
             request,
             {
-                **answers.queued(self._fields(message), reason),
+                **answers.queued(self._fields(message), reason, next_attempt_at=next_attempt_at),
                 "delivery": state.model_dump(),
             },
         )
-        raise RetryLater(self.backoff_seconds(receive_count), reason.type)
+        raise RetryLater(backoff, reason.type)
 
     def _to_operator(
         self,

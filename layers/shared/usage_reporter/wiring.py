@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .queues import RecordQueues
     from .reporting import Reporter
     from .retrying import RetryWorker
+    from .status_lookup import StatusLookup
     from .stripe_events import StripeEventReceiver
     from .stripe_gateway import StripeGateway
 
@@ -143,9 +144,22 @@ def stripe_event_receiver() -> StripeEventReceiver:
     )
 
 
+@functools.cache
+def status_lookup() -> StatusLookup:
+    from .dedup import DedupLedger, DeliveryPlans, persistence_layer
+    from .status_lookup import StatusLookup
+
+    settings = get_settings()
+    ledgers = {
+        name: DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix)
+        for name, kind in kinds().items()
+    }
+    return StatusLookup(DeliveryPlans(settings, aws.client("dynamodb")), kinds(), ledgers)
+
+
 def reset() -> None:
     """Forget everything built from the environment (tests and the local server change it)."""
     every = (get_settings, authenticator, queues, stripe_gateway, kinds, reporter, retry_worker)
-    for cached in (*every, stripe_event_receiver, mirror_map):
+    for cached in (*every, stripe_event_receiver, mirror_map, status_lookup):
         cached.cache_clear()
     aws.reset()

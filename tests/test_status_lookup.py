@@ -1,0 +1,77 @@
+"""GET /v1/usage/{key} and GET /v1/meter_events/{key}: the caller's own stored answer, signed, no body."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import quote
+
+from tests.conftest import OTHER_CLIENT, Deployment, record
+from tests.harness.fake_stripe import Fault
+from tests.harness.lambda_runtime import LambdaContext, http_api_event, load_handler
+from usage_reporter.auth import sign
+
+
+def get(deployment: Deployment, path: str, *, client: tuple[str, str] | None = None, body: bytes = b"") -> Any:
+    client_id, secret = client or deployment.default_client
+    headers = {"x-usage-client": client_id, "x-usage-signature": sign(secret, body)}
+    route = path.rsplit("/", 1)[0] + "/{idempotency_key}"
+    event = http_api_event("GET", path, body, headers, route_key=f"GET {route}")
+    response = load_handler("ingest")(event, LambdaContext(timeout_seconds=deployment.timeout_seconds))
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_a_reported_record_shows_its_answer_and_stripe_id(deployment: Deployment) -> None:
+    posted = deployment.post("/v1/usage", record("looked-up"))
+
+    status, body = get(deployment, "/v1/usage/looked-up")
+
+    assert status == 200
+    assert body == {**posted.body, "status_code": 200, "attempts": 1}
+    assert body["stripe_id"].startswith("mbur_")
+
+
+def test_a_queued_record_shows_the_reason_the_attempts_and_the_next_attempt(deployment: Deployment) -> None:
+    deployment.stripe.inject(Fault.server_error(503), times=3)
+    before = int(time.time())
+    deployment.post("/v1/usage", record("waiting"))
+
+    status, body = get(deployment, "/v1/usage/waiting")
+
+    assert (status, body["status"], body["status_code"]) == (200, "queued", 202)
+    assert body["reason"]["type"] == "stripe_unavailable" and body["attempts"] == 1
+    first_backoff = int(deployment.env["RETRY_BASE_DELAY_SECONDS"])
+    assert before + first_backoff <= body["next_attempt_at"] <= int(time.time()) + first_backoff
+
+
+def test_a_rejected_record_shows_stripes_reason(deployment: Deployment) -> None:
+    deployment.post("/v1/usage", record("refused", subscription_item="si_doesNotExist"))
+
+    status, body = get(deployment, "/v1/usage/refused")
+
+    assert (status, body["status"], body["error"]["code"]) == (200, "rejected", "resource_missing")
+
+
+def test_keys_are_the_callers_own_and_per_kind(deployment: Deployment) -> None:
+    deployment.post("/v1/usage", record("mine"))
+
+    assert get(deployment, "/v1/usage/mine", client=OTHER_CLIENT)[0] == 404
+    assert get(deployment, "/v1/meter_events/mine")[0] == 404
+    status, body = get(deployment, "/v1/usage/never-sent")
+    assert (status, body["error"]["type"]) == (404, "not_found")
+
+
+def test_a_key_with_a_slash_is_looked_up_percent_encoded(deployment: Deployment) -> None:
+    deployment.post("/v1/usage", record("invoice/42"))
+
+    status, body = get(deployment, "/v1/usage/" + quote("invoice/42", safe=""))
+
+    assert (status, body["idempotency_key"]) == (200, "invoice/42")
+
+
+def test_a_lookup_is_signed_and_has_no_body(deployment: Deployment) -> None:
+    deployment.post("/v1/usage", record("signed"))
+
+    assert get(deployment, "/v1/usage/signed", client=("demo-client", "wrong-secret"))[0] == 401
+    assert get(deployment, "/v1/usage/signed", body=b"{}")[0] == 400
