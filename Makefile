@@ -19,7 +19,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 UV_VERSION := 0.13.9
 EVENT ?= events/usage-record.json
 
-.PHONY: help setup run test scan fault-load invoke events curl dlq build deploy clean
+.PHONY: help setup run test scan fault-load bench cost invoke events curl dlq build deploy clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -61,6 +61,12 @@ scan: $(CHECKOV_VENV)/.installed  ## checkov over template.yaml, as make test ru
 
 fault-load: $(VENV)/.installed  ## the fault-and-load check: concurrent callers, injected faults, reconciliation
 	$(PY) -m tests.harness.fault_load $(ARGS)
+
+bench: $(VENV)/.installed  ## service vs floor, side by side: cold start, warm, batches, local API, calls (ARGS="--rounds 3")
+	$(PY) -m tests.harness.bench $(ARGS)
+
+cost: $(VENV)/.installed  ## dollars per million records on AWS from the last make bench (ARGS="--memory 1024")
+	$(PY) -m tests.harness.bench.cost $(ARGS)
 
 invoke: $(VENV)/.installed  ## like `sam local invoke -e $(EVENT)`, without Docker (SQS events: the worker)
 	$(PY) -m tests.harness.invoke $(EVENT)
