@@ -18,6 +18,8 @@ SAM := $(SAM_VENV)/bin/sam
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 UV_VERSION := 0.13.9
 EVENT ?= events/usage-record.json
+PORT ?= 3000
+RETRY_DELAY ?=
 
 .PHONY: help setup run test scan fault-load bench cost invoke events curl dlq build deploy clean
 
@@ -50,8 +52,8 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 
 setup: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed  ## create the virtualenvs
 
-run: $(VENV)/.installed  ## serve the API at http://127.0.0.1:3000 (moto + fake Stripe, no Docker)
-	$(PY) -m tests.harness.local_api
+run: $(VENV)/.installed  ## serve the API (moto + fake Stripe, no Docker): PORT=3000, RETRY_DELAY=<first backoff, s>
+	$(PY) -m tests.harness.local_api --port $(PORT) $(if $(RETRY_DELAY),--retry-delay $(RETRY_DELAY))
 
 test: setup  ## every test and check: pytest, ruff, mypy, cfn-lint, sam validate --lint, checkov, sam build
 	SAM_CLI=$(SAM) CHECKOV=$(CHECKOV) $(PY) -m pytest -n auto  # one worker per core
@@ -75,13 +77,13 @@ events: $(VENV)/.installed  ## regenerate events/*.json (fresh signatures)
 	$(PY) events/generate.py
 
 curl: $(VENV)/.installed  ## print a freshly signed curl command for `make run`
-	$(PY) -m tests.harness.client --curl
+	$(PY) -m tests.harness.client --curl --url http://127.0.0.1:$(PORT)
 
 dlq: $(VENV)/.installed  ## dead-letter queue tool, e.g. make dlq ARGS="--stack stripe-usage-reporter list"
 	PYTHONPATH=layers/shared $(PY) -m usage_reporter.dead_letters $(ARGS)
 
-build: $(SAM_VENV)/.installed  ## sam build (the layer for arm64)
-	$(SAM) build
+build: $(SAM_VENV)/.installed $(VENV)/.installed  ## sam build (the layer for arm64, bytecode compiled)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build  # the layer's Makefile needs a python3.12 with pip
 
 deploy: build  ## sam deploy --guided
 	$(SAM) deploy --guided

@@ -128,6 +128,19 @@ def test_sam_build_packages_the_layer_for_arm64(tmp_path: Path) -> None:
     assert (layer / "stripe").is_dir()
     [native] = list((layer / "pydantic_core").glob("_pydantic_core*.so"))
     assert "aarch64" in native.name  # built for the template's arm64, not this machine
+    # Bytecode compiled at build time for the runtime's CPython 3.12, checked by hash only (a zip keeps no
+    # source mtimes): Lambda's /opt is read-only, and without it every cold start compiles the layer.
+    for module in (
+        "usage_reporter/http_api",
+        "usage_reporter/stripe_gateway/gateway",
+        "pydantic/main",
+        "stripe/_stripe_client",
+    ):
+        source = layer / f"{module}.py"
+        [compiled] = list(source.parent.glob(f"__pycache__/{source.stem}.cpython-312.pyc"))
+        flags = int.from_bytes(compiled.read_bytes()[4:8], "little")
+        assert flags == 0b01, (compiled, flags)  # hash-based, source not checked
+    assert not list((layer / "usage_reporter").rglob("*.cpython-31[!2]*.pyc"))  # nothing from another Python
     assert (tmp_path / "build" / "IngestFunction" / "app.py").is_file()
 
 
