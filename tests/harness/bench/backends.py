@@ -98,6 +98,8 @@ def start(latency_seconds: float, moto: MotoProcess | None = None) -> Backends:
         os.environ.pop("STRIPE_API_KEY", None)  # always the fake: a bench must not report to a real account
         stripe = LatentStripe(latency_seconds)
         stack, env = local_environment(stripe_api_key=FAKE_STRIPE_KEY, stripe_api_base=stripe.start())
+        # Usage records paced as deployed against a test-mode account (the local tools' default is unpaced).
+        env["STRIPE_USAGE_RECORDS_PER_SECOND"] = "25"
     except BaseException:
         moto.stop()
         raise

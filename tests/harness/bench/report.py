@@ -51,7 +51,7 @@ def _pair(label: str, service: float, floor: float) -> list[str]:
 def _cold_rows(run: dict[str, Any]) -> Rows:
     cold = run["cold"]
     svc, flo = cold["service"], cold["floor"]
-    pyc = "packages precompiled" if run["bytecode"]["any"] else "no .pyc: compiled at each start, as a sam-built layer"
+    pyc = "packages precompiled" if run["bytecode"]["any"] else "no .pyc: compiled at each start"
     rows: Rows = [
         f"1. cold start, spawn -> first answer ({run['options']['rounds']} fresh processes per side, alternating; "
         f"{pyc})"
@@ -64,7 +64,7 @@ def _cold_rows(run: dict[str, Any]) -> Rows:
     if "precompiled" in cold:
         pre_s = cold["precompiled"]["service"]["seconds"]["median"]
         pre_f = cold["precompiled"]["floor"]["seconds"]["median"]
-        rows.append(_pair("cold start with precompiled .pyc, median", pre_s, pre_f))
+        rows.append(_pair("cold start with precompiled .pyc (as sam build makes the layer), median", pre_s, pre_f))
         saved = svc["seconds"]["median"] - pre_s, flo["seconds"]["median"] - pre_f
         rows.append(_pair("  saved by precompiling, median", *saved))
     for label, field in (
@@ -139,7 +139,7 @@ def _batch_rows(run: dict[str, Any]) -> Rows:
         rate = stats["usage_records_per_second"]
         rows.append(
             [
-                f"Stripe requests/s, usage batch of {size} (max {stats['stripe_max_in_flight']} in flight)",
+                f"Stripe requests/s, usage batch of {size} (paced: 25/s; {stats['stripe_max_in_flight']} in flight)",
                 f"{rate:.0f}/s",
                 f"{STRIPE_TEST_LIMIT}/s test ({STRIPE_LIVE_LIMIT} live)",
                 f"{ratio(rate, STRIPE_TEST_LIMIT)} test, {ratio(rate, STRIPE_LIVE_LIMIT)} live",
