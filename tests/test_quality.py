@@ -47,7 +47,7 @@ def test_ruff_format() -> None:
 
 
 def test_mypy() -> None:
-    run(str(BIN / "mypy"), "layers/shared/usage_reporter", "functions", "tests", "events")
+    run(str(BIN / "mypy"), "layers/shared/usage_reporter", "functions", "tests", "events", "clients/python")
 
 
 def test_cfn_lint() -> None:

@@ -1,8 +1,10 @@
-"""Send a signed request to the service, or print the equivalent curl command.
+"""Send a signed request to the service, or print the equivalent curl command (with the callers' client
+library, ``clients/python``).
 
 python -m tests.harness.client '{"idempotency_key": "k1", "subscription_item": "si_demo", "quantity": 2}'
 python -m tests.harness.client --curl '{"idempotency_key": "k1", ...}'
 python -m tests.harness.client --path /v1/usage/batch '{"records": [...]}'
+python -m tests.harness.client --retry '{...}'   # with the library's retry rules (409 in progress, 503, network)
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import argparse
 import json
 import shlex
 import sys
-import urllib.error
-import urllib.request
 
-from usage_reporter.auth import sign
+from usage_reporter_client import ConnectionFailed, UsageReporterClient, post_signed
+from usage_reporter_client import signed_headers as _signed_headers
 
 from .lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 
+TIMEOUT_SECONDS = 60
+
 
 def signed_headers(body: bytes, client_id: str, secret: str) -> dict[str, str]:
-    return {"Content-Type": "application/json", "X-Usage-Client": client_id, "X-Usage-Signature": sign(secret, body)}
+    return _signed_headers(body, client_id, secret)
 
 
 def curl_command(url: str, path: str, body: bytes, client_id: str, secret: str) -> str:
@@ -31,14 +34,9 @@ def curl_command(url: str, path: str, body: bytes, client_id: str, secret: str) 
 
 
 def send(url: str, path: str, body: bytes, client_id: str, secret: str) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(
-        url + path, data=body, method="POST", headers=signed_headers(body, client_id, secret)
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, dict(response.headers.items()), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers.items()), error.read()
+    """One signed POST, not retried: the status, the headers (names as sent) and the raw body."""
+    response = post_signed(url + path, body, client_id, secret, timeout=TIMEOUT_SECONDS)
+    return response.status, dict(response.headers), response.body
 
 
 def main() -> None:
@@ -49,13 +47,22 @@ def main() -> None:
     parser.add_argument("--client", default=DEMO_CLIENT_ID)
     parser.add_argument("--secret", default=DEMO_CLIENT_SECRET)
     parser.add_argument("--curl", action="store_true", help="print a signed curl command instead of sending")
+    parser.add_argument("--retry", action="store_true", help="retry as the client library does (same bytes)")
     args = parser.parse_args()
     demo = {"idempotency_key": "order-1001-api-calls", "subscription_item": "si_demo", "quantity": 3}
     body = (args.body or json.dumps(demo)).encode()
     if args.curl:
         print(curl_command(args.url, args.path, body, args.client, args.secret))
         return
-    status, headers, raw = send(args.url, args.path, body, args.client, args.secret)
+    if args.retry:
+        client = UsageReporterClient(args.url, args.client, args.secret, timeout=TIMEOUT_SECONDS)
+        try:
+            response = client.post(args.path, body)
+        except ConnectionFailed as exc:
+            sys.exit(str(exc))
+        status, headers, raw = response.status, dict(response.headers), response.body
+    else:
+        status, headers, raw = send(args.url, args.path, body, args.client, args.secret)
     replayed = " (replayed)" if headers.get("Idempotent-Replayed") else ""
     print(f"HTTP {status}{replayed}")
     try:

@@ -1,0 +1,3 @@
+"""The distribution's version (also in pyproject.toml)."""
+
+__version__ = "0.1.0"
