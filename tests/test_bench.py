@@ -21,7 +21,7 @@ FIGURE_ROWS = [
     "cold start, median",
     "peak RSS (VmHWM), median",
     "CPU time to first answer, median",
-    "cold start with precompiled .pyc, median",
+    "cold start with precompiled .pyc (as sam build makes the layer), median",
     "saved by precompiling, median",
     "interpreter start (spawn -> child's first line)",
     "handler import (floor: import boto3, stripe)",
