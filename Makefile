@@ -76,6 +76,9 @@ invoke: $(VENV)/.installed  ## like `sam local invoke -e $(EVENT)`, without Dock
 events: $(VENV)/.installed  ## regenerate events/*.json (fresh signatures)
 	$(PY) events/generate.py
 
+openapi: $(VENV)/.installed  ## write openapi.json from the code
+	$(PY) -m tests.harness.openapi
+
 curl: $(VENV)/.installed  ## print a freshly signed curl command for `make run`
 	$(PY) -m tests.harness.client --curl --url http://127.0.0.1:$(PORT)
 

@@ -161,6 +161,8 @@ def serve(
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if self.command == "GET" and self._docs(self.path.split("?")[0]):
+                return
             route_key = matching_route(known_routes, self.command, self.path.split("?")[0])
             if route_key is None:  # API Gateway answers unknown routes itself
                 self._reply(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
@@ -171,6 +173,32 @@ def serve(
             payload = response.get("body") or ""
             raw = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
             self._reply(response["statusCode"], response.get("headers") or {}, raw)
+
+        def _docs(self, path: str) -> bool:
+            """The checked-in OpenAPI document (``make openapi``) and a Swagger UI page of it, which API Gateway
+            does not serve: Powertools' page, with the Swagger UI assets Powertools ships (works offline)."""
+            if path not in ("/openapi.json", "/docs"):
+                return False
+            from .openapi import DOCUMENT
+
+            spec = DOCUMENT.read_text(encoding="utf-8")
+            if path == "/openapi.json":
+                self._reply(200, {"Content-Type": "application/json"}, spec.encode())
+                return True
+            from pathlib import Path
+
+            from aws_lambda_powertools.event_handler.openapi import swagger_ui
+
+            assets = Path(swagger_ui.__file__).parent
+            page = swagger_ui.generate_swagger_html(
+                spec.replace("</", "<\\/"),  # as Powertools does: the JSON cannot close the <script>
+                (assets / "swagger-ui-bundle.min.js").read_text(encoding="utf-8"),
+                (assets / "swagger-ui.min.css").read_text(encoding="utf-8"),
+                swagger_base_url="",  # the assets inline, not from a CDN
+                oauth2_config=None,
+            )
+            self._reply(200, {"Content-Type": "text/html; charset=utf-8"}, page.encode())
+            return True
 
         def _reply(self, status: int, headers: dict[str, str], raw: bytes) -> None:
             self.send_response(status)
@@ -277,6 +305,7 @@ def main() -> None:
         f"""
 stripe-usage-reporter listening on {url}
   routes: POST /v1/usage[/batch], POST /v1/meter_events[/batch|/cancel], POST /v1/stripe/events (Stripe's)
+  docs: {url}/docs (OpenAPI: {url}/openapi.json)
   AWS (moto, from template.yaml): {backends["moto_url"]}  table {env["IDEMPOTENCY_TABLE_NAME"]}
   Stripe: {stripe_line}
   client: {DEMO_CLIENT_ID} / secret {DEMO_CLIENT_SECRET}

@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from . import observability, wiring
+from . import api_schema, observability, wiring
 from .answers import Outcome, error_body
 from .auth import Client
 from .config import get_settings
@@ -172,13 +172,34 @@ def _report_usage(records: Sequence[UsageRecord]) -> list[Outcome]:
     )
 
 
-@router.post("/v1/usage", summary="Report one usage record")
+@router.post(
+    "/v1/usage",
+    summary="Report one usage record",
+    description=(
+        "Reports one metered-usage record to Stripe (legacy usage records) exactly once: the same client, key and "
+        "payload again is answered with the stored answer, never a second report. Retry 409 in progress, 503 and "
+        "network errors with the same key and payload."
+    ),
+    tags=["Usage records"],
+    operation_id="reportUsage",
+    responses=api_schema.POST_USAGE,
+)
 def post_usage(record: Annotated[UsageRecord, Body(description="One usage record")]) -> Response[dict[str, Any]]:
     logger.append_keys(idempotency_key=record.idempotency_key)
     return _usage_refusal([record], batch=False) or _outcome_response(_report_usage([record])[0])
 
 
-@router.post("/v1/usage/batch", summary="Report 1 to 100 usage records")
+@router.post(
+    "/v1/usage/batch",
+    summary="Report 1 to 100 usage records",
+    description=(
+        "All-or-nothing validation (fields named `records[i]...`), then each record as `POST /v1/usage` would "
+        "report it (8 in parallel), each with its own answer."
+    ),
+    tags=["Usage records"],
+    operation_id="reportUsageBatch",
+    responses=api_schema.POST_USAGE_BATCH,
+)
 def post_usage_batch(
     batch: Annotated[UsageBatch, Body(description="A batch of usage records")],
 ) -> Response[dict[str, Any]]:
@@ -186,14 +207,34 @@ def post_usage_batch(
     return refusal or _batch_response(_report_usage(batch.records))
 
 
-@router.post("/v1/meter_events", summary="Report one Billing meter event")
+@router.post(
+    "/v1/meter_events",
+    summary="Report one Billing meter event",
+    description=(
+        "Reports one Billing meter event (POST /v1/billing/meter_events) exactly once, under the identifier "
+        "`meter-event-<sha256(client id, key)>`. Keys are scoped to the client and the kind."
+    ),
+    tags=["Meter events"],
+    operation_id="reportMeterEvent",
+    responses=api_schema.POST_METER_EVENT,
+)
 def post_meter_event(event: Annotated[MeterEvent, Body(description="One meter event")]) -> Response[dict[str, Any]]:
     logger.append_keys(idempotency_key=event.idempotency_key)
     refusal = _meter_event_refusal([event], batch=False)
     return refusal or _outcome_response(_report([event], "meter_event")[0])
 
 
-@router.post("/v1/meter_events/batch", summary="Report 1 to 100 Billing meter events")
+@router.post(
+    "/v1/meter_events/batch",
+    summary="Report 1 to 100 Billing meter events",
+    description=(
+        "All-or-nothing validation (fields named `events[i]...`), then one v2 meter event stream request for the "
+        "new events (METER_EVENT_BATCH_API=stream, the default) or one v1 call per event (v1)."
+    ),
+    tags=["Meter events"],
+    operation_id="reportMeterEventBatch",
+    responses=api_schema.POST_METER_EVENT_BATCH,
+)
 def post_meter_event_batch(
     batch: Annotated[MeterEventBatch, Body(description="A batch of meter events")],
 ) -> Response[dict[str, Any]]:
@@ -202,7 +243,17 @@ def post_meter_event_batch(
     return refusal or _batch_response(_report(batch.events, "meter_event", stream=stream))
 
 
-@router.post("/v1/meter_events/cancel", summary="Cancel an earlier meter event (within 24 h of Stripe receiving it)")
+@router.post(
+    "/v1/meter_events/cancel",
+    summary="Cancel an earlier meter event (within 24 h of Stripe receiving it)",
+    description=(
+        "Sends Stripe a `cancel` meter event adjustment for the client's event with that key. The cancellation is "
+        "itself exactly once (its own dedup record, plan and retries)."
+    ),
+    tags=["Meter events"],
+    operation_id="cancelMeterEvent",
+    responses=api_schema.POST_METER_EVENT_CANCEL,
+)
 def post_meter_event_cancel(
     cancel: Annotated[MeterEventCancel, Body(description="The idempotency_key of the event to cancel")],
 ) -> Response[dict[str, Any]]:
@@ -247,11 +298,31 @@ def _status(kind: str, idempotency_key: str) -> Response[dict[str, Any]]:
     return Response(200, JSON, found)
 
 
-@router.get("/v1/usage/<idempotency_key>", summary="The answer stored for one of the caller's usage record keys")
+@router.get(
+    "/v1/usage/<idempotency_key>",
+    summary="The answer stored for one of the caller's usage record keys",
+    description=(
+        "Signed like the rest, over the empty body. A key holding `/` or other reserved characters is "
+        "percent-encoded in the path."
+    ),
+    tags=["Usage records"],
+    operation_id="getUsageStatus",
+    responses=api_schema.GET_USAGE_STATUS,
+)
 def get_usage_status(idempotency_key: str) -> Response[dict[str, Any]]:
     return _status("usage_record", idempotency_key)
 
 
-@router.get("/v1/meter_events/<idempotency_key>", summary="The answer stored for one of the caller's meter event keys")
+@router.get(
+    "/v1/meter_events/<idempotency_key>",
+    summary="The answer stored for one of the caller's meter event keys",
+    description=(
+        "Signed like the rest, over the empty body. A key holding `/` or other reserved characters is "
+        "percent-encoded in the path."
+    ),
+    tags=["Meter events"],
+    operation_id="getMeterEventStatus",
+    responses=api_schema.GET_METER_EVENT_STATUS,
+)
 def get_meter_event_status(idempotency_key: str) -> Response[dict[str, Any]]:
     return _status("meter_event", idempotency_key)

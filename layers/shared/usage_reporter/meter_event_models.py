@@ -66,7 +66,13 @@ class MeterEvent(BaseModel):
     customer: CustomerId | None = Field(
         None, description="Stripe customer (cus_...); required unless payload carries the meter's customer key."
     )
-    value: str = Field(description="A non-negative integer or decimal (JSON number or string, e.g. '12.5').")
+    value: str = Field(
+        description="A non-negative integer or decimal (JSON number or string, e.g. '12.5').",
+        # The plain validator below takes either; the schema says so (OpenAPI), as the validator cannot.
+        json_schema_extra={
+            "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?$"}]
+        },
+    )
     timestamp: UnixSeconds | Literal["now"] = Field(
         "now", description='Unix seconds within the past 35 days and at most 5 minutes ahead, or "now".'
     )
