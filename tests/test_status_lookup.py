@@ -15,7 +15,7 @@ from usage_reporter.auth import sign
 
 def get(deployment: Deployment, path: str, *, client: tuple[str, str] | None = None, body: bytes = b"") -> Any:
     client_id, secret = client or deployment.default_client
-    headers = {"x-usage-client": client_id, "x-usage-signature": sign(secret, body)}
+    headers = {"x-usage-client": client_id, "x-usage-signature": sign(secret, f"GET {path}".encode())}
     route = path.rsplit("/", 1)[0] + "/{idempotency_key}"
     event = http_api_event("GET", path, body, headers, route_key=f"GET {route}")
     response = load_handler("ingest")(event, LambdaContext(timeout_seconds=deployment.timeout_seconds))
@@ -75,3 +75,18 @@ def test_a_lookup_is_signed_and_has_no_body(deployment: Deployment) -> None:
 
     assert get(deployment, "/v1/usage/signed", client=("demo-client", "wrong-secret"))[0] == 401
     assert get(deployment, "/v1/usage/signed", body=b"{}")[0] == 400
+
+
+def test_a_lookups_signature_covers_its_path_so_it_cannot_read_another_key(deployment: Deployment) -> None:
+    deployment.post("/v1/usage", record("key-a"))
+    deployment.post("/v1/usage", record("key-b"))
+    signature = sign(deployment.default_client[1], b"GET /v1/usage/key-a")
+    headers = {"x-usage-client": deployment.default_client[0], "x-usage-signature": signature}
+
+    def with_signature(path: str) -> int:
+        event = http_api_event("GET", path, b"", headers, route_key="GET /v1/usage/{idempotency_key}")
+        response = load_handler("ingest")(event, LambdaContext(timeout_seconds=deployment.timeout_seconds))
+        return int(response["statusCode"])
+
+    assert with_signature("/v1/usage/key-a") == 200
+    assert with_signature("/v1/usage/key-b") == 401  # the same signature, replayed on another key

@@ -27,7 +27,8 @@ SCHEMAS = "#/components/schemas/"
 
 SIGNATURE = (
     '`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`, the scheme Stripe signs its webhooks with: '
-    "sign the exact bytes sent (a GET signs the empty body). `t` must be within 300 s of the server's clock (the "
+    'sign the exact bytes sent (a GET has no body: it signs "GET <path>" instead, the path as sent). '
+    "`t` must be within 300 s of the server's clock (the "
     "default SIGNATURE_TOLERANCE_SECONDS). Several `v1=` entries are allowed (up to 8), and a client may have up to "
     "three secrets, so secrets rotate without downtime. `make curl` prints a freshly signed request."
 )

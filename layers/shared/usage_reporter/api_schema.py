@@ -584,8 +584,8 @@ def _edge(*, post: bool) -> dict[int, OpenAPIResponse]:
     else:
         refusals[400] = answer(
             ErrorBody,
-            "The GET has a body (sign the empty body).",
-            invalid_request=("A body", error("invalid_request", "a GET has no body (sign the empty body)")),
+            "The GET has a body.",
+            invalid_request=("A body", error("invalid_request", "a GET has no body")),
         )
     return refusals
 

@@ -135,8 +135,14 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
         return _refusal(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
     if _route_key(event) == STRIPE_EVENTS_ROUTE:  # Stripe signs these itself, with the destination's secret
         return _stripe_event(body, headers.get("stripe-signature"))
+    lookup = _method(event) == "GET"
+    if lookup and body:
+        return _refusal(400, "invalid_request", "a GET has no body")
     try:
-        client = wiring.authenticator().authenticate(headers, body)
+        # A GET has no body to sign: its signature covers the method and path instead, so a signature for one
+        # key cannot read another.
+        signed = f"GET {event.get('rawPath', '')}".encode() if lookup else body
+        client = wiring.authenticator().authenticate(headers, signed)
     except AuthenticationError as exc:
         observability.count("Unauthorized")
         logger.warning("unauthorized", extra={"reason": str(exc), "client_id": loggable_client_id(headers)})
@@ -154,9 +160,7 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
         return _response(503, error_body("service_unavailable", message), {"Retry-After": "30"})
     logger.append_keys(client_id=client.client_id)
 
-    if _method(event) == "GET":  # a status lookup: signed like the rest, over an empty body
-        if body:
-            return _refusal(400, "invalid_request", "a GET has no body (sign the empty body)")
+    if lookup:  # a status lookup
         app.append_context(client=client, received_at=int(time.time()))
         return app.resolve(event, context)
     problem = _media_type_problem(headers.get("content-type"))

@@ -302,7 +302,8 @@ def _status(kind: str, idempotency_key: str) -> Response[dict[str, Any]]:
     "/v1/usage/<idempotency_key>",
     summary="The answer stored for one of the caller's usage record keys",
     description=(
-        "Signed like the rest, over the empty body. A key holding `/` or other reserved characters is "
+        "Signed like the rest, but over `GET <path>` (the path as sent), since a GET has no body. "
+        "A key holding `/` or other reserved characters is "
         "percent-encoded in the path."
     ),
     tags=["Usage records"],
@@ -317,7 +318,8 @@ def get_usage_status(idempotency_key: str) -> Response[dict[str, Any]]:
     "/v1/meter_events/<idempotency_key>",
     summary="The answer stored for one of the caller's meter event keys",
     description=(
-        "Signed like the rest, over the empty body. A key holding `/` or other reserved characters is "
+        "Signed like the rest, but over `GET <path>` (the path as sent), since a GET has no body. "
+        "A key holding `/` or other reserved characters is "
         "percent-encoded in the path."
     ),
     tags=["Meter events"],
