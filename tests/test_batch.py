@@ -120,3 +120,32 @@ def test_a_batch_of_usage_records_never_goes_faster_than_the_configured_stripe_r
 
     assert response.body["summary"] == {"reported": 11}, response
     assert time.monotonic() - started >= 1.0  # 11 calls spaced 0.1 s apart, 8 threads or not
+
+
+def test_a_slow_pace_lets_no_more_records_wait_than_the_time_reserve_covers(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 1 record/s with a 3 s reserve, at most 3 records are in flight: none waits its turn past the reserve."""
+    from usage_reporter import wiring
+
+    monkeypatch.setenv("STRIPE_USAGE_RECORDS_PER_SECOND", "1")
+    wiring.reset()
+    in_flight: list[int] = []
+    gateway = wiring.stripe_gateway()
+    send = gateway.create_usage_record
+    current = [0]
+
+    def counted(*args: object, **kwargs: object) -> str:
+        current[0] += 1
+        in_flight.append(current[0])
+        try:
+            return send(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            current[0] -= 1
+
+    monkeypatch.setattr(gateway, "create_usage_record", counted)
+
+    response = deployment.post("/v1/usage/batch", {"records": [record(f"slow-{i}") for i in range(4)]})
+
+    assert response.body["summary"] == {"reported": 4}, response
+    assert max(in_flight) <= 3

@@ -72,7 +72,7 @@ class Settings(BaseModel):
 
     # Usage records sent to Stripe per second by one instance (unset: Stripe's limit for the mode, 25/s in
     # test mode, 100/s live; Stripe's limit is per account, so with several instances set it lower).
-    usage_records_per_second: Annotated[float, Field(gt=0, le=1000)] | None = Field(
+    usage_records_per_second: Annotated[float, Field(ge=1, le=1000)] | None = Field(
         None, alias="STRIPE_USAGE_RECORDS_PER_SECOND"
     )
     # Records of a batch reported in parallel; Stripe allows ~100 requests/s per account.

@@ -118,6 +118,12 @@ class Reporter:
         kind = kind or UsageRecords()
         self._config.register_lambda_context(context)
         workers = min(self._settings.batch_concurrency, len(records))
+        if kind.name == "usage_record":
+            # Paced records wait for their turn after the time-budget check: no more in flight than the pace
+            # lets start within the budget's reserve, so that wait never eats the Stripe call's own time.
+            settings = self._settings
+            paced = int(settings.usage_record_rate * max(settings.stripe_budget_reserve_seconds, 1.0))
+            workers = max(1, min(workers, paced))
         batch = None
         if stream:
             # Every event's processing must be able to reach the batch at once: one thread each (at most 100).

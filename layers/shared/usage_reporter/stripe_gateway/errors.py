@@ -101,8 +101,9 @@ def key_problem(exc: SecretUnavailable) -> FailureReason:
     """The reason a record waits when the Stripe key cannot be used; a wrong key is a configuration error,
     counted (``ConfigurationInvalid``, alarmed) and said in the record's reason."""
     if isinstance(exc, SecretMisconfigured):
+        # The detail (which mode, which prefixes) is for the operator's log, not for the callers' answers.
         logger.error("Stripe API key misconfigured", extra={"cause": str(exc)})
         observability.count("ConfigurationInvalid")
-        return stripe_key_reason(str(exc))
+        return stripe_key_reason("the service's Stripe key is misconfigured; its operators are alerted")
     logger.error("Stripe API key unavailable", extra={"cause": str(exc)})
     return stripe_key_reason(None)
