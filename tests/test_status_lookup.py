@@ -10,6 +10,7 @@ from urllib.parse import quote
 from tests.conftest import OTHER_CLIENT, Deployment, record
 from tests.harness.fake_stripe import Fault
 from tests.harness.lambda_runtime import LambdaContext, http_api_event, load_handler
+from tests.test_openapi import documented, schema_errors
 from usage_reporter.auth import sign
 
 
@@ -90,3 +91,19 @@ def test_a_lookups_signature_covers_its_path_so_it_cannot_read_another_key(deplo
 
     assert with_signature("/v1/usage/key-a") == 200
     assert with_signature("/v1/usage/key-b") == 401  # the same signature, replayed on another key
+
+
+def test_a_cancelled_meter_event_shows_its_cancellation(deployment: Deployment) -> None:
+    deployment.stripe.add_meter("api_requests")
+    deployment.stripe.add_customers("cus_TESTlookup")
+    event = {"idempotency_key": "to-cancel", "event_name": "api_requests", "customer": "cus_TESTlookup", "value": 4}
+    assert deployment.post("/v1/meter_events", event).status == 200
+    assert "cancellation" not in get(deployment, "/v1/meter_events/to-cancel")[1]
+
+    assert deployment.post("/v1/meter_events/cancel", {"idempotency_key": "to-cancel"}).status == 200
+
+    status, body = get(deployment, "/v1/meter_events/to-cancel")
+    assert (status, body["status"]) == (200, "reported")
+    assert (body["cancellation"]["status"], body["cancellation"]["status_code"]) == ("reported", 200)
+    assert body["cancellation"]["cancelled_identifier"] == body["stripe_identifier"]
+    assert schema_errors(documented("GET /v1/meter_events/{idempotency_key}", 200), body) == []  # as documented

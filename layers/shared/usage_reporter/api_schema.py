@@ -306,6 +306,27 @@ class _Lookup(_StatusCode):
     attempts: Annotated[int, Field(description="Delivery attempts so far (the first request's included).")]
 
 
+class CancellationReported(MeterEventCancelReported, _StatusCode):
+    """The event's cancellation went through: it is no longer in the meter's totals."""
+
+
+class CancellationQueued(MeterEventCancelQueued, _StatusCode):
+    """The event's cancellation is queued: the worker sends it once."""
+
+
+class CancellationRejected(MeterEventCancelRejected, _StatusCode):
+    """Stripe refused the event's cancellation."""
+
+
+class _MeterEventLookup(_Lookup):
+    cancellation: NotRequired[
+        Annotated[
+            CancellationReported | CancellationQueued | CancellationRejected,
+            Field(description="Present when the event's cancellation was sent (POST /v1/meter_events/cancel)."),
+        ]
+    ]
+
+
 class InProgress(_Closed):
     """A request with the key is being processed right now: look again in a few seconds."""
 
@@ -326,19 +347,19 @@ class UsageRecordRejectedStatus(UsageRecordRejected, _Lookup):
     """A usage record's stored answer: rejected."""
 
 
-class MeterEventReportedStatus(MeterEventReported, _Lookup):
+class MeterEventReportedStatus(MeterEventReported, _MeterEventLookup):
     """A meter event's stored answer: reported."""
 
 
-class MeterEventAcceptedStatus(MeterEventAccepted, _Lookup):
+class MeterEventAcceptedStatus(MeterEventAccepted, _MeterEventLookup):
     """A meter event's stored answer: accepted by the stream, not reported invalid (yet)."""
 
 
-class MeterEventQueuedStatus(MeterEventQueued, _Lookup):
+class MeterEventQueuedStatus(MeterEventQueued, _MeterEventLookup):
     """A meter event's stored answer: queued."""
 
 
-class MeterEventRejectedStatus(MeterEventRejected, _Lookup):
+class MeterEventRejectedStatus(MeterEventRejected, _MeterEventLookup):
     """A meter event's stored answer: rejected."""
 
 

@@ -43,4 +43,24 @@ class StatusLookup:
         if stored is None:  # its processing failed (the caller was answered 503) and left no answer
             return None
         delivery = stored.get("delivery") or {}
-        return {**stored["body"], "status_code": stored["status_code"], "attempts": delivery.get("attempts", 1)}
+        found = {**stored["body"], "status_code": stored["status_code"], "attempts": delivery.get("attempts", 1)}
+        if kind_name == "meter_event":
+            # A cancelled event still has its "reported" answer: say what became of the cancellation too.
+            cancellation = self._answer("meter_event_cancel", client_id, idempotency_key)
+            if cancellation is not None:
+                found["cancellation"] = {**cancellation["body"], "status_code": cancellation["status_code"]}
+        return found
+
+    def _answer(self, kind_name: str, client_id: str, idempotency_key: str) -> dict[str, Any] | None:
+        """The completed answer of another kind's record for the key, or None."""
+        try:
+            plan = self._plans.find(self._kinds[kind_name].key_prefix, client_id, idempotency_key)
+            if plan is None:
+                return None
+            return self._ledgers[kind_name].answer(dedup_request(client_id, idempotency_key, plan.record))
+        except DedupRecordInProgress:
+            return None
+        except PlanUnavailable as exc:
+            raise LookupUnavailable(str(exc)) from exc
+        except Exception as exc:  # botocore's errors come as they are from Powertools' persistence layer
+            raise LookupUnavailable(f"cannot read the key's answer: {exc}") from exc
