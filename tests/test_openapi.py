@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from openapi_schema_validator import OAS31Validator
@@ -174,7 +175,8 @@ def test_post_usage_answers_have_the_shapes_of_the_documented_examples(deploymen
 
 
 def _get(deployment: Deployment, path: str, body: bytes = b"") -> HttpResult:
-    headers = {"x-usage-client": DEMO_CLIENT_ID, "x-usage-signature": sign(DEMO_CLIENT_SECRET, f"GET {path}".encode())}
+    signature = sign(DEMO_CLIENT_SECRET, f"GET {unquote(path)}".encode())
+    headers = {"x-usage-client": DEMO_CLIENT_ID, "x-usage-signature": signature}
     event = http_api_event("GET", path, body, headers)
     response = load_handler("ingest")(event, LambdaContext(timeout_seconds=deployment.timeout_seconds))
     return HttpResult(response["statusCode"], response.get("headers") or {}, json.loads(response["body"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from tests.conftest import OTHER_CLIENT, Deployment, record
 from tests.harness.fake_stripe import Fault
@@ -16,7 +16,7 @@ from usage_reporter.auth import sign
 
 def get(deployment: Deployment, path: str, *, client: tuple[str, str] | None = None, body: bytes = b"") -> Any:
     client_id, secret = client or deployment.default_client
-    headers = {"x-usage-client": client_id, "x-usage-signature": sign(secret, f"GET {path}".encode())}
+    headers = {"x-usage-client": client_id, "x-usage-signature": sign(secret, f"GET {unquote(path)}".encode())}
     route = path.rsplit("/", 1)[0] + "/{idempotency_key}"
     event = http_api_event("GET", path, body, headers, route_key=f"GET {route}")
     response = load_handler("ingest")(event, LambdaContext(timeout_seconds=deployment.timeout_seconds))
@@ -63,12 +63,17 @@ def test_keys_are_the_callers_own_and_per_kind(deployment: Deployment) -> None:
     assert (status, body["error"]["type"]) == (404, "not_found")
 
 
-def test_a_key_with_a_slash_is_looked_up_percent_encoded(deployment: Deployment) -> None:
-    deployment.post("/v1/usage", record("invoice/42"))
+def test_a_key_with_reserved_characters_is_found_encoded_or_as_api_gateway_decodes_it(
+    deployment: Deployment,
+) -> None:
+    key = "invoice/42 über"
+    deployment.post("/v1/usage", record(key))
 
-    status, body = get(deployment, "/v1/usage/" + quote("invoice/42", safe=""))
+    sent_encoded = get(deployment, "/v1/usage/" + quote(key, safe=""))  # a local server passes the path as sent
+    decoded_by_api_gateway = get(deployment, "/v1/usage/" + key)  # API Gateway's HTTP API decodes rawPath
 
-    assert (status, body["idempotency_key"]) == (200, "invoice/42")
+    assert sent_encoded[0] == decoded_by_api_gateway[0] == 200
+    assert sent_encoded[1]["idempotency_key"] == decoded_by_api_gateway[1]["idempotency_key"] == key
 
 
 def test_a_lookup_is_signed_and_has_no_body(deployment: Deployment) -> None:

@@ -27,7 +27,7 @@ SCHEMAS = "#/components/schemas/"
 
 SIGNATURE = (
     '`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`, the scheme Stripe signs its webhooks with: '
-    'sign the exact bytes sent (a GET has no body: it signs "GET <path>" instead, the path as sent). '
+    'sign the exact bytes sent (a GET has no body: it signs "GET <path>" instead, the key as written). '
     "`t` must be within 300 s of the server's clock (the "
     "default SIGNATURE_TOLERANCE_SECONDS). Several `v1=` entries are allowed (up to 8), and a client may have up to "
     "three secrets, so secrets rotate without downtime. `make curl` prints a freshly signed request."

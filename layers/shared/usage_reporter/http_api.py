@@ -13,6 +13,7 @@ import time
 from decimal import Decimal
 from functools import partial
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -28,6 +29,7 @@ from .secrets import SecretUnavailable
 
 MAX_BODY_BYTES = 256 * 1024
 STRIPE_EVENTS_ROUTE = "POST /v1/stripe/events"
+LOOKUP_PREFIXES = ("/v1/usage/", "/v1/meter_events/")
 
 # Decimals, never binary floats: a meter event's value reaches Stripe exactly as the caller wrote it.
 app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=partial(json.loads, parse_float=Decimal))
@@ -100,6 +102,22 @@ def _method(event: dict[str, Any]) -> str:
     return str(event.get("requestContext", {}).get("http", {}).get("method", "")).upper()
 
 
+def _decoded_path(event: dict[str, Any]) -> str:
+    """The path with the key as the caller wrote it: API Gateway's HTTP API hands ``rawPath`` over already
+    decoded, a local server as sent (percent-encoded); a GET's signature covers this form in both."""
+    return unquote(str(event.get("rawPath", "")))
+
+
+def _one_segment_key(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with a lookup's key encoded as one path segment, as the router's ``<idempotency_key>`` needs,
+    whatever it holds ("/" included); the route decodes it again."""
+    path = _decoded_path(event)
+    for prefix in LOOKUP_PREFIXES:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return {**event, "rawPath": prefix + quote(path[len(prefix) :], safe="")}
+    return event
+
+
 def _route_key(event: dict[str, Any]) -> str:
     return f"{_method(event)} {event.get('rawPath', '')}"
 
@@ -141,7 +159,7 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
     try:
         # A GET has no body to sign: its signature covers the method and path instead, so a signature for one
         # key cannot read another.
-        signed = f"GET {event.get('rawPath', '')}".encode() if lookup else body
+        signed = f"GET {_decoded_path(event)}".encode() if lookup else body
         client = wiring.authenticator().authenticate(headers, signed)
     except AuthenticationError as exc:
         observability.count("Unauthorized")
@@ -162,7 +180,7 @@ def handle_http_event(event: dict[str, Any], context: LambdaContext) -> dict[str
 
     if lookup:  # a status lookup
         app.append_context(client=client, received_at=int(time.time()))
-        return app.resolve(event, context)
+        return app.resolve(_one_segment_key(event), context)
     problem = _media_type_problem(headers.get("content-type"))
     if problem:
         return _refusal(415, "unsupported_media_type", problem)

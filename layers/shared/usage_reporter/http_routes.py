@@ -283,7 +283,7 @@ def _status(kind: str, idempotency_key: str) -> Response[dict[str, Any]]:
     """The stored answer for one of the caller's keys (its own only: keys are scoped per client), or 404."""
     from .status_lookup import LookupUnavailable
 
-    key = unquote(idempotency_key)  # API Gateway passes the path as sent: a key may hold an encoded "/"
+    key = unquote(idempotency_key)  # http_api encoded it as one path segment
     logger.append_keys(idempotency_key=key)
     try:
         found = wiring.status_lookup().status(kind, router.context["client"].client_id, key)
@@ -302,7 +302,7 @@ def _status(kind: str, idempotency_key: str) -> Response[dict[str, Any]]:
     "/v1/usage/<idempotency_key>",
     summary="The answer stored for one of the caller's usage record keys",
     description=(
-        "Signed like the rest, but over `GET <path>` (the path as sent), since a GET has no body. "
+        "Signed like the rest, but over `GET <path>` with the key as written (not percent-encoded): a GET has no body. "
         "A key holding `/` or other reserved characters is "
         "percent-encoded in the path."
     ),
@@ -318,7 +318,7 @@ def get_usage_status(idempotency_key: str) -> Response[dict[str, Any]]:
     "/v1/meter_events/<idempotency_key>",
     summary="The answer stored for one of the caller's meter event keys",
     description=(
-        "Signed like the rest, but over `GET <path>` (the path as sent), since a GET has no body. "
+        "Signed like the rest, but over `GET <path>` with the key as written (not percent-encoded): a GET has no body. "
         "A key holding `/` or other reserved characters is "
         "percent-encoded in the path."
     ),
