@@ -11,6 +11,7 @@ from .config import get_settings
 from .secrets import SecretSource
 
 if TYPE_CHECKING:
+    from .dedup import DedupLedger, DeliveryPlans
     from .kinds import RecordKind
     from .mirroring import MirrorMap
     from .queues import RecordQueues
@@ -21,15 +22,16 @@ if TYPE_CHECKING:
     from .stripe_gateway import StripeGateway
 
 
+def _secret(secret_arn: str | None, value: str | None, name: str) -> SecretSource:
+    return SecretSource(
+        secret_arn=secret_arn, value=value, cache_seconds=get_settings().secrets_cache_seconds, name=name
+    )
+
+
 @functools.cache
 def authenticator() -> Authenticator:
     settings = get_settings()
-    source = SecretSource(
-        secret_arn=settings.client_secrets_secret_arn,
-        value=settings.client_secrets_json,
-        cache_seconds=settings.secrets_cache_seconds,
-        name="client secrets",
-    )
+    source = _secret(settings.client_secrets_secret_arn, settings.client_secrets_json, "client secrets")
     return Authenticator(lambda: parse_client_secrets(source.get()), settings.signature_tolerance_seconds)
 
 
@@ -50,13 +52,9 @@ def stripe_gateway() -> StripeGateway:
     from .stripe_gateway import StripeGateway
 
     settings = get_settings()
-    stripe_key = SecretSource(
-        secret_arn=settings.stripe_api_key_secret_arn,
-        value=settings.stripe_api_key,
-        cache_seconds=settings.secrets_cache_seconds,
-        name="Stripe API key",
+    return StripeGateway(
+        settings, _secret(settings.stripe_api_key_secret_arn, settings.stripe_api_key, "Stripe API key")
     )
-    return StripeGateway(settings, stripe_key)
 
 
 @functools.cache
@@ -75,91 +73,87 @@ def kinds() -> dict[str, RecordKind]:
 
 
 @functools.cache
+def plans() -> DeliveryPlans:
+    from .dedup import DeliveryPlans
+
+    return DeliveryPlans(get_settings(), aws.client("dynamodb"))
+
+
+@functools.cache
+def ledgers() -> dict[str, DedupLedger]:
+    """Each kind's stored answers, read and rewritten outside the ingest's own processing."""
+    from .dedup import DedupLedger, persistence_layer
+
+    settings = get_settings()
+    return {
+        name: DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix)
+        for name, kind in kinds().items()
+    }
+
+
+@functools.cache
 def reporter() -> Reporter:
-    from .dedup import DeliveryPlans, persistence_layer
+    from .dedup import persistence_layer
     from .reporting import Reporter
 
     settings = get_settings()
-    plans = DeliveryPlans(settings, aws.client("dynamodb"))
     return Reporter(
         settings,
         gateway=stripe_gateway(),
         queues=queues(),
         persistence=lambda: persistence_layer(settings),
-        plans=plans,
+        plans=plans(),
         kinds=list(kinds().values()),
     )
 
 
 @functools.cache
 def mirror_map() -> MirrorMap:
-    from .dedup import DeliveryPlans
-    from .mirroring import MirrorMap
-
-    settings = get_settings()
-    plans = DeliveryPlans(settings, aws.client("dynamodb"))
     from .kinds import UsageRecordMirrors
+    from .mirroring import MirrorMap
 
     mirrors = kinds()["usage_record_mirror"]
     assert isinstance(mirrors, UsageRecordMirrors)
-    return MirrorMap(settings, stripe_gateway(), plans, mirrors)
+    return MirrorMap(get_settings(), stripe_gateway(), plans(), mirrors)
 
 
 @functools.cache
 def retry_worker() -> RetryWorker:
-    from .dedup import DedupLedger, persistence_layer
     from .retrying import RetryWorker
 
-    settings = get_settings()
-    ledgers = {
-        name: DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix)
-        for name, kind in kinds().items()
-    }
-    return RetryWorker(settings, stripe_gateway(), queues(), ledgers, kinds())
+    return RetryWorker(get_settings(), stripe_gateway(), queues(), ledgers(), kinds())
 
 
 @functools.cache
 def stripe_event_receiver() -> StripeEventReceiver:
-    from .dedup import DedupLedger, DeliveryPlans, persistence_layer
     from .kinds import MeterEvents, UsageRecordMirrors
     from .stripe_events import StripeEventReceiver
 
     settings = get_settings()
-    webhook_secret = SecretSource(
-        secret_arn=settings.stripe_webhook_secret_arn,
-        value=settings.stripe_webhook_secret,
-        cache_seconds=settings.secrets_cache_seconds,
-        name="Stripe webhook secret",
+    webhook_secret = _secret(
+        settings.stripe_webhook_secret_arn, settings.stripe_webhook_secret, "Stripe webhook secret"
     )
     # The kinds whose records are meter events, each with its own stored answers.
     metered = [kind for kind in kinds().values() if isinstance(kind, MeterEvents | UsageRecordMirrors)]
     return StripeEventReceiver(
         gateway=stripe_gateway(),
         webhook_secret=webhook_secret,
-        plans=DeliveryPlans(settings, aws.client("dynamodb")),
+        plans=plans(),
         queues=queues(),
-        kinds=[
-            (kind, DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix)) for kind in metered
-        ],
+        kinds=[(kind, ledgers()[kind.name]) for kind in metered],
     )
 
 
 @functools.cache
 def status_lookup() -> StatusLookup:
-    from .dedup import DedupLedger, DeliveryPlans, persistence_layer
     from .status_lookup import StatusLookup
 
-    settings = get_settings()
-    ledgers = {
-        name: DedupLedger(settings, persistence_layer(settings), key_prefix=kind.key_prefix)
-        for name, kind in kinds().items()
-    }
-    return StatusLookup(DeliveryPlans(settings, aws.client("dynamodb")), kinds(), ledgers)
+    return StatusLookup(plans(), kinds(), ledgers())
 
 
 def reset() -> None:
     """Forget everything built from the environment (tests and the local server change it)."""
-    every = (get_settings, authenticator, queues, stripe_gateway, kinds, reporter, retry_worker)
+    every = (get_settings, authenticator, queues, stripe_gateway, kinds, plans, ledgers, reporter, retry_worker)
     for cached in (*every, stripe_event_receiver, mirror_map, status_lookup):
         cached.cache_clear()
     aws.reset()
