@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, http_api_event, sqs_event
 from usage_reporter.auth import sign
+from usage_reporter.kinds import UsageRecords
 from usage_reporter.models import FailureReason, QueuedRecord, StripeUsage
-from usage_reporter.stripe_gateway import stripe_idempotency_key
 
 HERE = Path(__file__).resolve().parent
 NOW = int(time.time())
@@ -117,7 +117,7 @@ def queued(key: str, item: str, quantity: int) -> QueuedRecord:
         idempotency_key=key,
         record={"subscription_item": item, "quantity": quantity, "timestamp": "now", "action": "increment"},
         stripe=StripeUsage(subscription_item=item, quantity=quantity, timestamp=NOW - 120, action="increment"),
-        stripe_idempotency_key=stripe_idempotency_key(DEMO_CLIENT_ID, key),
+        stripe_idempotency_key=UsageRecords().stripe_idempotency_key(DEMO_CLIENT_ID, key),
         received_at=NOW - 120,
         reason=FailureReason(type="stripe_rate_limited", message="Too many requests", http_status=429),
     )

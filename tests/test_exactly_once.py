@@ -23,8 +23,8 @@ from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FAK
 from usage_reporter import wiring
 from usage_reporter.config import DEFAULT_STRIPE_VERSION
 from usage_reporter.dead_letters import Queues, redrive_all_by_copy, redrive_one
+from usage_reporter.kinds import UsageRecords
 from usage_reporter.models import UsageRecord
-from usage_reporter.stripe_gateway import stripe_idempotency_key
 
 # A short Lambda timeout, so the in-progress lock of a failed processing expires within seconds. The
 # reserve is lowered so that a Stripe call with its retries (3 x 1 s + 1.5 s backoff) still fits in it,
@@ -171,7 +171,7 @@ def test_the_plan_is_written_once_before_stripe_is_called(deployment: Deployment
     [plan] = deployment.delivery_plans()
     [accepted] = deployment.stripe.ledger
     assert plan["stripe"]["timestamp"] == accepted["timestamp"]
-    assert plan["stripe_idempotency_key"] == stripe_idempotency_key(DEMO_CLIENT_ID, "r1")
+    assert plan["stripe_idempotency_key"] == UsageRecords().stripe_idempotency_key(DEMO_CLIENT_ID, "r1")
 
 
 def test_another_payload_for_a_key_whose_answer_was_lost_is_a_conflict(deployment: Deployment) -> None:
@@ -195,7 +195,7 @@ def _key_seen_by_stripe_with_other_parameters(deployment: Deployment, key: str) 
         "post",
         f"/v1/subscription_items/{SUBSCRIPTION_ITEM}/usage_records",
         quantity=1,
-        idempotency_key=stripe_idempotency_key(DEMO_CLIENT_ID, key),
+        idempotency_key=UsageRecords().stripe_idempotency_key(DEMO_CLIENT_ID, key),
         stripe_version=DEFAULT_STRIPE_VERSION,
     )
 
@@ -219,13 +219,13 @@ def test_stripe_idempotency_error_is_held_for_review_never_rejected_nor_resent(d
     assert again["Body"]["reason"]["type"] == "stripe_idempotency_mismatch"
     assert [r["quantity"] for r in deployment.stripe.ledger] == [1]
     sent_keys = {r["headers"]["idempotency-key"] for r in deployment.stripe.usage_requests()}
-    assert sent_keys == {stripe_idempotency_key(DEMO_CLIENT_ID, "r1")}
+    assert sent_keys == {UsageRecords().stripe_idempotency_key(DEMO_CLIENT_ID, "r1")}
 
     redrive_one(queues, again["MessageId"], confirm_not_in_stripe=True)  # checked in Stripe: not there
     deployment.run_retry_worker()
     assert [r["quantity"] for r in deployment.stripe.ledger] == [1, 7]
     assert deployment.stripe.ledger[1]["idempotency_key"].startswith(
-        stripe_idempotency_key(DEMO_CLIENT_ID, "r1") + "-r"
+        UsageRecords().stripe_idempotency_key(DEMO_CLIENT_ID, "r1") + "-r"
     )
     replay = deployment.post("/v1/usage", record("r1", quantity=7))
     assert (replay.status, replay.body["stripe_id"]) == (200, deployment.stripe.ledger[1]["id"])

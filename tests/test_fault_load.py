@@ -27,8 +27,7 @@ from tests.harness.fault_load import (
 )
 from tests.harness.stack import ROOT
 from usage_reporter.config import Settings
-from usage_reporter.kinds import MeterEvents
-from usage_reporter.stripe_gateway import stripe_idempotency_key
+from usage_reporter.kinds import MeterEvents, UsageRecords
 
 
 @pytest.mark.slow
@@ -61,7 +60,7 @@ def test_the_short_fault_and_load_run_reconciles() -> None:
 
 
 def stripe_record(key: str, quantity: int, suffix: str = "") -> dict[str, object]:
-    return {"idempotency_key": stripe_idempotency_key("demo-client", key) + suffix, "quantity": quantity}
+    return {"idempotency_key": UsageRecords().stripe_idempotency_key("demo-client", key) + suffix, "quantity": quantity}
 
 
 def identifier(key: str) -> str:

@@ -13,8 +13,8 @@ from tests.conftest import OTHER_CLIENT, SUBSCRIPTION_ITEM, Deployment, record, 
 from tests.harness.fake_stripe import Fault
 from usage_reporter.config import DEFAULT_STRIPE_VERSION, get_settings
 from usage_reporter.dedup import KEY_PREFIX, dedup_request, idempotency_config, persistence_layer
+from usage_reporter.kinds import UsageRecords
 from usage_reporter.models import UsageRecord
-from usage_reporter.stripe_gateway import stripe_idempotency_key
 
 
 def test_reports_the_record_to_stripe(deployment: Deployment) -> None:
@@ -35,7 +35,7 @@ def test_reports_the_record_to_stripe(deployment: Deployment) -> None:
     [sent] = deployment.stripe.usage_requests()
     assert sent["headers"]["stripe-version"] == DEFAULT_STRIPE_VERSION
     assert sent["headers"]["content-type"].startswith("application/x-www-form-urlencoded")
-    assert sent["headers"]["idempotency-key"] == stripe_idempotency_key("demo-client", "r1")
+    assert sent["headers"]["idempotency-key"] == UsageRecords().stripe_idempotency_key("demo-client", "r1")
     assert "idempotent-replayed" not in response.headers
 
 
@@ -148,7 +148,7 @@ def test_rate_limited_record_is_queued(deployment: Deployment) -> None:
         "action": "increment",
     }
     assert body["stripe"]["timestamp"] == response.body["timestamp"]
-    assert body["stripe_idempotency_key"] == stripe_idempotency_key("demo-client", "r1")
+    assert body["stripe_idempotency_key"] == UsageRecords().stripe_idempotency_key("demo-client", "r1")
     assert body["reason"]["http_status"] == 429
     assert message["MessageAttributes"]["reason_type"]["StringValue"] == "stripe_rate_limited"
 

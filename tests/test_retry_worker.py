@@ -15,7 +15,7 @@ from usage_reporter import wiring
 from usage_reporter.config import get_settings
 from usage_reporter.dead_letters import Queues, redrive_one
 from usage_reporter.dedup import DedupLedger, persistence_layer
-from usage_reporter.stripe_gateway import stripe_idempotency_key
+from usage_reporter.kinds import UsageRecords
 
 
 def queue_via_rate_limit(deployment: Deployment, *records: dict[str, Any]) -> None:
@@ -52,7 +52,7 @@ def test_stripe_down_then_back_every_queued_record_lands_exactly_once(deployment
 
     assert sorted(r["quantity"] for r in deployment.stripe.ledger) == [1, 2, 3, 4, 5, 6]
     sent_keys = [r["idempotency_key"] for r in deployment.stripe.ledger]
-    assert sorted(sent_keys) == sorted(stripe_idempotency_key("demo-client", k) for k in keys)
+    assert sorted(sent_keys) == sorted(UsageRecords().stripe_idempotency_key("demo-client", k) for k in keys)
     for i, key in enumerate(keys):
         replay = deployment.post("/v1/usage", record(key, quantity=i + 1))
         assert (replay.status, replay.body["status"], replay.headers["idempotent-replayed"]) == (
@@ -150,7 +150,7 @@ def test_redrive_after_a_fix_reports_a_rejected_record(deployment: Deployment) -
 
     [accepted] = deployment.stripe.ledger
     # Stripe would replay its refusal for the old key for 24 h: the redrive uses a fresh one.
-    assert accepted["idempotency_key"] == stripe_idempotency_key("demo-client", "r1") + "-r1"
+    assert accepted["idempotency_key"] == UsageRecords().stripe_idempotency_key("demo-client", "r1") + "-r1"
     replay = deployment.post("/v1/usage", record("r1", subscription_item="si_createdLater"))
     assert (replay.status, replay.body["stripe_id"]) == (200, accepted["id"])
     assert deployment.dead_letters() == []

@@ -46,10 +46,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, TextIO
 
 import boto3
@@ -662,43 +661,6 @@ class ErrorReports:
         return problems
 
 
-@contextlib.contextmanager
-def answer_tap(target: str) -> Iterator[tuple[str, list[tuple[int, dict[str, Any]]]]]:
-    """A loopback URL passing each POST on to ``target`` as it is, and the answers it got (status, body): the
-    fake Stripe's ``deliver_error_reports`` keeps only the statuses, the event destination's counts are in the body."""
-    answers: list[tuple[int, dict[str, Any]]] = []
-
-    class Tap(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            skip = ("host", "connection")
-            headers = {name: value for name, value in self.headers.items() if name.lower() not in skip}
-            request = urllib.request.Request(target, data=body, method="POST", headers=headers)
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    status, raw = response.status, response.read()
-            except urllib.error.HTTPError as error:
-                status, raw = error.code, error.read()
-            answers.append((status, json.loads(raw) if raw else {}))
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Tap)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{STRIPE_EVENTS_PATH}", answers
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def deliver_error_reports(stripe: FakeStripe, aws: Any, url: str, rng: random.Random) -> ErrorReports:
     """What Stripe does after the run: validate the streamed events, then POST its error reports (signed thin
     events) to the event destination again and again until each is acknowledged. The first round meets an SQS
@@ -706,20 +668,20 @@ def deliver_error_reports(stripe: FakeStripe, aws: Any, url: str, rng: random.Ra
     reports = ErrorReports()
     stripe.process_meter_event_stream()
     reports.invalid = len(stripe.meter_errors)
-    with answer_tap(f"{url}{STRIPE_EVENTS_PATH}") as (tap, answers):
-        outage = rng.choice(["sqs:SendMessage", "dynamodb:UpdateItem"])
-        aws.fail(outage)
-        try:
-            rounds = [stripe.deliver_error_reports(tap, LOCAL_STRIPE_WEBHOOK_SECRET)]
-        finally:
-            aws.clear(outage)
-        while rounds[-1] and len(rounds) <= 10:  # until a round has nothing left to deliver
-            rounds.append(stripe.deliver_error_reports(tap, LOCAL_STRIPE_WEBHOOK_SECRET))
-        deliveries = [delivery for one in rounds for delivery in one]
-        reports.statuses.update(delivery.status for delivery in deliveries)
-        reports.events = len({delivery.event_id for delivery in deliveries})
-        reports.unacknowledged = sum(not 200 <= delivery.status < 300 for delivery in rounds[-1])
-        reports.answers = [answer for status, answer in answers if 200 <= status < 300]
+    destination = f"{url}{STRIPE_EVENTS_PATH}"
+    outage = rng.choice(["sqs:SendMessage", "dynamodb:UpdateItem"])
+    aws.fail(outage)
+    try:
+        rounds = [stripe.deliver_error_reports(destination, LOCAL_STRIPE_WEBHOOK_SECRET)]
+    finally:
+        aws.clear(outage)
+    while rounds[-1] and len(rounds) <= 10:  # until a round has nothing left to deliver
+        rounds.append(stripe.deliver_error_reports(destination, LOCAL_STRIPE_WEBHOOK_SECRET))
+    deliveries = [delivery for one in rounds for delivery in one]
+    reports.statuses.update(delivery.status for delivery in deliveries)
+    reports.events = len({delivery.event_id for delivery in deliveries})
+    reports.unacknowledged = sum(not 200 <= delivery.status < 300 for delivery in rounds[-1])
+    reports.answers = [json.loads(d.body) for d in deliveries if 200 <= d.status < 300]
     for event in stripe.error_reports.events.values():
         named = [
             sample["request"]["identifier"]

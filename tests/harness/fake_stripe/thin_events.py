@@ -26,11 +26,12 @@ _NOTIFICATION_FIELDS = ("id", "object", "type", "created", "livemode", "context"
 
 @dataclass(frozen=True)
 class Delivery:
-    """One POST of a notification: the event, and the status the destination answered (0: no answer)."""
+    """One POST of a notification: the event, and the status and body the destination answered (0: no answer)."""
 
     event_id: str
     type: str
     status: int
+    body: str = ""
 
 
 def signature_header(payload: str, secret: str, timestamp: int) -> str:
@@ -116,11 +117,11 @@ class ErrorReports:
         for event in pending:
             notification = {k: event[k] for k in _NOTIFICATION_FIELDS if event.get(k) != {}}
             payload = json.dumps(notification, indent=2)
-            status = _post(url, payload, signature_header(payload, secret, signed_at or int(time.time())))
+            status, body = _post(url, payload, signature_header(payload, secret, signed_at or int(time.time())))
             if 200 <= status < 300:
                 with self._lock:
                     self._acknowledged.add(event["id"])
-            deliveries.append(Delivery(event["id"], event["type"], status))
+            deliveries.append(Delivery(event["id"], event["type"], status, body))
         return deliveries
 
     def reset(self) -> None:
@@ -129,7 +130,7 @@ class ErrorReports:
             self._acknowledged.clear()
 
 
-def _post(url: str, payload: str, signature: str) -> int:
+def _post(url: str, payload: str, signature: str) -> tuple[int, str]:
     request = urllib.request.Request(
         url,
         data=payload.encode(),
@@ -142,8 +143,8 @@ def _post(url: str, payload: str, signature: str) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
+            return int(response.status), response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.read().decode("utf-8", "replace")
     except OSError:
-        return 0
+        return 0, ""

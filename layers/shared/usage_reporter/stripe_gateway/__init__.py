@@ -9,7 +9,7 @@ from .errors import (
     classify,
     key_problem,
 )
-from .gateway import StripeGateway, stripe_idempotency_key
+from .gateway import StripeGateway
 from .shapes import METER_ERROR_EVENT_TYPES, ItemBilling, SampledMeterError, StripeEventNotice
 
 __all__ = [
@@ -24,6 +24,5 @@ __all__ = [
     "UnreadableStripeEvent",
     "classify",
     "key_problem",
-    "stripe_idempotency_key",
     "worst_case_seconds",
 ]

@@ -9,8 +9,6 @@ while Stripe remembers the key (~24 h); after that, the dedup table is the sourc
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +21,6 @@ from .shapes import METER_ERROR_EVENT_TYPES, ItemBilling, SampledMeterError, Str
 
 if TYPE_CHECKING:
     import stripe
-
-
-def stripe_idempotency_key(client_id: str, idempotency_key: str) -> str:
-    """Deterministic per (client, key): a re-run after a crash sends the very same key to Stripe."""
-    digest = hashlib.sha256(json.dumps([client_id, idempotency_key]).encode()).hexdigest()
-    return f"usage-record-{digest}"
 
 
 class StripeGateway:
