@@ -45,6 +45,12 @@ RESTRICTED_CLIENT = ("restricted-client", "restricted-secret")
 RESTRICTED_ITEMS = [SUBSCRIPTION_ITEM, "si_team*"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first, so that no worker starts one when the others are done (a stable sort: every worker
+    collects the same order, as pytest-xdist requires)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @dataclass
 class HttpResult:
     status: int

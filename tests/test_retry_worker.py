@@ -39,12 +39,18 @@ def queues(deployment: Deployment) -> Queues:
     return Queues(dead_letter_url=deployment.dead_letter_queue_url, retry_url=deployment.retry_queue_url)
 
 
-def test_stripe_down_then_back_every_queued_record_lands_exactly_once(deployment: Deployment) -> None:
+def test_stripe_down_then_back_every_queued_record_lands_exactly_once(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No retry inside the SDK (test_ingest covers it): each 503 reaches the ingest and the worker themselves.
+    deployment.overrides["STRIPE_MAX_NETWORK_RETRIES"] = "0"
+    monkeypatch.setenv("STRIPE_MAX_NETWORK_RETRIES", "0")
+    wiring.reset()
     keys = [f"k{i}" for i in range(6)]
-    deployment.stripe.inject(Fault.server_error(503), times=3 * len(keys))
+    deployment.stripe.inject(Fault.server_error(503), times=len(keys))
     assert {deployment.post("/v1/usage", record(k, quantity=i + 1)).status for i, k in enumerate(keys)} == {202}
 
-    deployment.stripe.inject(Fault.server_error(503), times=2 * len(keys))  # still down for the first round
+    deployment.stripe.inject(Fault.server_error(503), times=len(keys))  # still down for the first round
     [first_round] = deployment.run_retry_worker(rounds=1)
     assert len(first_round["batchItemFailures"]) == len(keys)
     assert deployment.stripe.ledger == []
