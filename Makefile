@@ -29,15 +29,15 @@ help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 # A virtualenv from a requirements file. uv (from the package index, pinned) installs in seconds what
-# pip takes minutes for; if uv cannot be had, pip does it. uv compiles the packages' bytecode only when asked
-# (pip always does): without it every process the suite starts compiles its imports again (with
-# PYTHONDONTWRITEBYTECODE set, every time). The .gitignore inside keeps git and ruff out.
+# pip takes minutes for; if uv cannot be had, pip does it. uv installs no bytecode (pip compiles everything, a
+# minute here): the first process to import a module writes it (see `test`). The .gitignore inside keeps git
+# and ruff out.
 define make_venv
 	rm -rf $(1)
 	$(PYTHON) -m venv $(1)
 	echo '*' > $(1)/.gitignore
 	if $(1)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) 2>/dev/null; then \
-		$(1)/bin/uv pip install --quiet --compile-bytecode --python $(1)/bin/python -r $(2); \
+		$(1)/bin/uv pip install --quiet --python $(1)/bin/python -r $(2); \
 	else \
 		$(1)/bin/pip install --quiet --disable-pip-version-check -r $(2) 2> >(grep -v '^WARNING: Location' >&2); \
 	fi
@@ -54,17 +54,20 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(call make_venv,$(CHECKOV_VENV),requirements-checkov.txt)
 
-setup: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed  ## create the virtualenvs
+setup:  ## create the virtualenvs (the three at once)
+	@$(MAKE) --no-print-directory -j3 $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
 
 run: $(VENV)/.installed  ## serve the API (moto + fake Stripe, no Docker): PORT=3000, RETRY_DELAY=<first backoff, s>
 	$(PY) -m tests.harness.local_api --port $(PORT) $(if $(RETRY_DELAY),--retry-delay $(RETRY_DELAY))
 
 # The suite waits (on sockets, subprocesses, Stripe timeouts and locks) about half of its time: two pytest
-# workers per core, at most 8, keep the cores busy.
+# workers per core, at most 8, keep the cores busy. Bytecode is written even where PYTHONDONTWRITEBYTECODE is
+# set, so that each module is compiled once (by the first process to import it; __pycache__ is git-ignored),
+# not again in each of the hundreds of processes the suite starts.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n * 2 < 8 ? n * 2 : 8 )))
 
 test: setup  ## every test and check: pytest, ruff, mypy, cfn-lint, sam validate --lint, checkov, sam build
-	SAM_CLI=$(SAM) CHECKOV=$(CHECKOV) $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+	PYTHONDONTWRITEBYTECODE= SAM_CLI=$(SAM) CHECKOV=$(CHECKOV) $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 scan: $(CHECKOV_VENV)/.installed  ## checkov over template.yaml, as make test runs it (skips: the template's comments)
 	$(CHECKOV) -f template.yaml --framework cloudformation --skip-download --compact
