@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 from moto.server import ThreadedMotoServer
 
+from tests.harness.aws_clients import aws_client
 from tests.harness.aws_faults import AwsFaults
 from tests.harness.fake_stripe import FakeStripe
 from tests.harness.lambda_runtime import (
@@ -166,7 +166,7 @@ class Deployment:
     # -- what is stored ------------------------------------------------------------------------
 
     def table_items(self) -> list[dict[str, Any]]:
-        return boto3.client("dynamodb").scan(TableName=self.table_name)["Items"]  # type: ignore[no-any-return]
+        return aws_client("dynamodb").scan(TableName=self.table_name)["Items"]  # type: ignore[no-any-return]
 
     def dedup_items(self, prefix: str = KEY_PREFIX) -> list[dict[str, Any]]:
         """Powertools' dedup records (the stored answers) of one kind."""
@@ -178,7 +178,7 @@ class Deployment:
 
     def messages(self, queue_url: str) -> list[dict[str, Any]]:
         """Every message on the queue (received once, then made visible again), bodies parsed."""
-        sqs = boto3.client("sqs")
+        sqs = aws_client("sqs")
         found: dict[str, dict[str, Any]] = {}
         for _ in range(5):
             response = sqs.receive_message(

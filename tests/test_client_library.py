@@ -19,7 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from usage_reporter_client import (
     CancelRefused,
@@ -39,6 +38,7 @@ from usage_reporter_client.client import encode_meter_value
 from usage_reporter_client.retrying import backoff_delay, retry_after_seconds
 
 from tests.conftest import RESTRICTED_CLIENT, SUBSCRIPTION_ITEM, Deployment
+from tests.harness.aws_clients import aws_client
 from tests.harness.aws_faults import AwsFaults
 from tests.harness.fake_stripe import Fault
 from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, LambdaContext, http_api_event, load_handler
@@ -143,7 +143,7 @@ def lose_answers_and_sqs(deployment: Deployment, **fault: Any) -> None:
     """Stripe writes the record but its answers are lost, and SQS is gone: the service answers 503 (the
     caller's retry gets Stripe's replay of the record, and needs no SQS)."""
     deployment.stripe.inject(Fault.lost_response(500, **fault), times=3)  # the SDK's three attempts
-    boto3.client("sqs").delete_queue(QueueUrl=deployment.retry_queue_url)
+    aws_client("sqs").delete_queue(QueueUrl=deployment.retry_queue_url)
 
 
 # -- one record --------------------------------------------------------------------------------------

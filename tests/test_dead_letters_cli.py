@@ -8,11 +8,11 @@ import subprocess
 import sys
 from typing import Any
 
-import boto3
 import pytest
 from botocore.stub import Stubber
 
 from tests.conftest import Deployment, record
+from tests.harness.aws_clients import aws_client
 from tests.harness.fake_stripe import Fault
 from tests.harness.stack import ROOT
 from usage_reporter import aws
@@ -92,9 +92,7 @@ def test_redrive_all_starts_sqs_message_move_task(cli_env: Deployment) -> None:
     # moto has no message-move tasks: check the call SQS receives (queue ARNs, rate) with botocore's Stubber.
     sqs = aws.client("sqs")
     arns = {
-        url: boto3.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
+        url: aws_client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         for url in (cli_env.dead_letter_queue_url, cli_env.retry_queue_url)
     }
     with Stubber(sqs) as stub:

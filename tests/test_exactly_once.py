@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import pytest
 import stripe
 
 from tests.conftest import SUBSCRIPTION_ITEM, Deployment, HttpResult, record, wait_until
+from tests.harness.aws_clients import aws_client
 from tests.harness.aws_faults import AwsFaults
 from tests.harness.fake_stripe import Fault
 from tests.harness.instances import start_instance
@@ -60,7 +60,7 @@ def assert_sent_the_same_request_every_time(deployment: Deployment) -> None:
 
 
 def test_a_answers_lost_and_sqs_down_then_the_callers_retry_is_reported_once(deployment: Deployment) -> None:
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     deployment.stripe.inject(Fault.lost_response(500), times=3)  # Stripe writes it; all three answers lost
     sqs.delete_queue(QueueUrl=deployment.retry_queue_url)  # and SQS refuses the retry message
     body = json.dumps(record("r1"))  # timestamp omitted: "now"
@@ -175,7 +175,7 @@ def test_the_plan_is_written_once_before_stripe_is_called(deployment: Deployment
 
 
 def test_another_payload_for_a_key_whose_answer_was_lost_is_a_conflict(deployment: Deployment) -> None:
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     deployment.stripe.inject(Fault.lost_response(500), times=3)
     sqs.delete_queue(QueueUrl=deployment.retry_queue_url)
     assert deployment.post("/v1/usage", record("r1", quantity=7)).status == 503
@@ -234,7 +234,7 @@ def test_stripe_idempotency_error_is_held_for_review_never_rejected_nor_resent(d
 
 
 def test_a_retry_a_day_after_an_unknown_outcome_is_held_for_review(deployment: Deployment) -> None:
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     deployment.stripe.inject(Fault.lost_response(500), times=3)
     sqs.delete_queue(QueueUrl=deployment.retry_queue_url)
     first_seen = int(time.time()) - 25 * 3600  # the first processing, a day ago (its answer was a 503)
@@ -265,7 +265,7 @@ def _a_day_later(deployment: Deployment, monkeypatch: pytest.MonkeyPatch, second
 
 def _first_processing_lost_long_ago(deployment: Deployment, key: str, age_seconds: int, *faults: Fault) -> None:
     """A processing ``age_seconds`` ago whose Stripe outcome was lost, and SQS down: its caller got 503."""
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     deployment.stripe.inject(*faults)
     sqs.delete_queue(QueueUrl=deployment.retry_queue_url)
     [outcome] = wiring.reporter().report_many(
@@ -310,7 +310,7 @@ def test_an_operators_confirmation_is_used_once(deployment: Deployment, monkeypa
 
     # The message, still saying "confirmed", reaches the dead-letter queue without the worker (SQS's
     # redrive policy after the worker could not process it), and is redriven in bulk a day later.
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     [message] = sqs.receive_message(QueueUrl=deployment.retry_queue_url)["Messages"]
     assert json.loads(message["Body"])["review_confirmed_at"]
     sqs.send_message(QueueUrl=deployment.dead_letter_queue_url, MessageBody=message["Body"])
@@ -332,5 +332,5 @@ def test_a_key_sqs_could_not_carry_raw_is_kept_escaped(deployment: Deployment) -
     assert response.status == 422
     [letter] = deployment.dead_letters()
     assert letter["Body"]["idempotency_key"] == "k\ufffe\uffff"
-    raw = boto3.client("sqs").receive_message(QueueUrl=deployment.dead_letter_queue_url)["Messages"][0]["Body"]
+    raw = aws_client("sqs").receive_message(QueueUrl=deployment.dead_letter_queue_url)["Messages"][0]["Body"]
     assert raw.isascii()  # real SQS refuses U+FFFE and U+FFFF in a body; escaped, they pass

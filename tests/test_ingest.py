@@ -6,10 +6,10 @@ import json
 import time
 from collections.abc import Callable
 
-import boto3
 import pytest
 
 from tests.conftest import OTHER_CLIENT, SUBSCRIPTION_ITEM, Deployment, record, wait_until
+from tests.harness.aws_clients import aws_client
 from tests.harness.fake_stripe import Fault
 from usage_reporter.config import DEFAULT_STRIPE_VERSION, get_settings
 from usage_reporter.dedup import KEY_PREFIX, dedup_request, idempotency_config, persistence_layer
@@ -216,7 +216,7 @@ def test_permanent_rejection_goes_to_the_dead_letter_queue_with_the_reason(deplo
 
 
 def test_neither_stripe_nor_sqs_is_503_and_the_retry_goes_through(deployment: Deployment) -> None:
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     retry_queue_name = deployment.stack.attributes[("RetryQueue", "QueueName")]
     deployment.stripe.inject(Fault.server_error(500), times=3)
     sqs.delete_queue(QueueUrl=deployment.retry_queue_url)  # SQS outage
@@ -237,7 +237,7 @@ def test_neither_stripe_nor_sqs_is_503_and_the_retry_goes_through(deployment: De
 
 
 def test_rejection_that_cannot_be_dead_lettered_is_503(deployment: Deployment) -> None:
-    boto3.client("sqs").delete_queue(QueueUrl=deployment.dead_letter_queue_url)
+    aws_client("sqs").delete_queue(QueueUrl=deployment.dead_letter_queue_url)
 
     response = deployment.post("/v1/usage", record("r1", subscription_item="si_doesNotExist"))
 
@@ -248,7 +248,7 @@ def test_rejection_that_cannot_be_dead_lettered_is_503(deployment: Deployment) -
 def test_stripe_key_for_the_wrong_mode_is_a_configuration_error_that_keeps_the_record(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    boto3.client("secretsmanager").put_secret_value(
+    aws_client("secretsmanager").put_secret_value(
         SecretId=deployment.env["STRIPE_API_KEY_SECRET_ARN"], SecretString="sk_live_not_for_a_test_stack"
     )
 
@@ -266,7 +266,7 @@ def test_stripe_key_for_the_wrong_mode_is_a_configuration_error_that_keeps_the_r
 
 
 def test_stripe_rejecting_our_api_key_keeps_the_record_for_retry(deployment: Deployment) -> None:
-    boto3.client("secretsmanager").put_secret_value(
+    aws_client("secretsmanager").put_secret_value(
         SecretId=deployment.env["STRIPE_API_KEY_SECRET_ARN"], SecretString="sk_test_revoked"
     )
 

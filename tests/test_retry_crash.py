@@ -6,10 +6,10 @@ import multiprocessing
 import os
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.conftest import Deployment, record, wait_until
+from tests.harness.aws_clients import aws_client
 from tests.harness.fake_stripe import Fault
 from tests.harness.lambda_runtime import LambdaContext, load_handler, sqs_event
 
@@ -23,7 +23,7 @@ def _worker_instance(env: dict[str, str], event: dict[str, Any]) -> None:
 def test_worker_killed_after_stripe_accepted_does_not_double_report(deployment: Deployment, moto_server: str) -> None:
     deployment.stripe.inject(Fault.rate_limit())
     assert deployment.post("/v1/usage", record("r1", quantity=9)).status == 202
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     [message] = sqs.receive_message(QueueUrl=deployment.retry_queue_url, AttributeNames=["All"], VisibilityTimeout=600)[
         "Messages"
     ]

@@ -6,10 +6,10 @@ import json
 import time
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.conftest import SUBSCRIPTION_ITEM, Deployment, record
+from tests.harness.aws_clients import aws_client
 from tests.harness.fake_stripe import Fault
 from usage_reporter import wiring
 from usage_reporter.config import get_settings
@@ -28,7 +28,7 @@ def queue_via_rate_limit(deployment: Deployment, *records: dict[str, Any]) -> No
 
 def shift_received_at(deployment: Deployment, hours: float) -> None:
     """Make the queued records look older (as after a long outage or a late redrive)."""
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     for message in deployment.retry_messages():
         body = {**message["Body"], "received_at": message["Body"]["received_at"] - int(hours * 3600)}
         sqs.delete_message(QueueUrl=deployment.retry_queue_url, ReceiptHandle=message["ReceiptHandle"])
@@ -79,7 +79,7 @@ def test_failed_attempt_backs_off_before_the_next(deployment: Deployment) -> Non
     [failed] = deployment.run_retry_worker(rounds=1)
     assert len(failed["batchItemFailures"]) == 1
     assert deployment.run_retry_worker(rounds=1) == []  # not visible again yet
-    attributes = boto3.client("sqs").get_queue_attributes(
+    attributes = aws_client("sqs").get_queue_attributes(
         QueueUrl=deployment.retry_queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
@@ -105,7 +105,7 @@ def test_rate_limit_pauses_the_batch_and_drops_nothing(deployment: Deployment) -
 
 def test_poison_messages_are_dead_lettered_while_batch_mates_succeed(deployment: Deployment) -> None:
     queue_via_rate_limit(deployment, record("good-1"), record("gone", subscription_item="si_gone"), record("good-2"))
-    boto3.client("sqs").send_message(QueueUrl=deployment.retry_queue_url, MessageBody="{not a record")
+    aws_client("sqs").send_message(QueueUrl=deployment.retry_queue_url, MessageBody="{not a record")
 
     [response] = deployment.run_retry_worker()
 
@@ -224,10 +224,10 @@ def test_message_the_worker_keeps_failing_on_ends_in_the_dead_letter_queue(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
     queue_via_rate_limit(deployment, record("r1"))
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     # Failed messages come back at once (instead of after the queue's 720 s), to run every receive here.
     sqs.set_queue_attributes(QueueUrl=deployment.retry_queue_url, Attributes={"VisibilityTimeout": "0"})
-    boto3.client("dynamodb").delete_table(TableName=deployment.table_name)  # not Stripe's fault: DynamoDB
+    aws_client("dynamodb").delete_table(TableName=deployment.table_name)  # not Stripe's fault: DynamoDB
 
     deployment.run_retry_worker(rounds=30)
 

@@ -12,6 +12,7 @@ import pytest
 import stripe
 
 from tests.conftest import Deployment
+from tests.harness.aws_clients import aws_client
 from tests.harness.aws_faults import AwsFaults
 from tests.harness.event_destination import EventDestination, event_destination
 from tests.harness.fake_stripe import Fault
@@ -188,11 +189,10 @@ def test_an_event_the_worker_delivered_and_stripe_refused_later_is_rejected_too(
 
 
 def test_an_unsigned_post_is_refused_before_any_stripe_secret_is_needed(metered: Deployment) -> None:
-    import boto3
 
     from usage_reporter import wiring
 
-    boto3.client("secretsmanager").put_secret_value(  # a fresh stack's Stripe key, not filled in yet
+    aws_client("secretsmanager").put_secret_value(  # a fresh stack's Stripe key, not filled in yet
         SecretId=metered.env["STRIPE_API_KEY_SECRET_ARN"], SecretString="REPLACE_WITH_STRIPE_API_KEY"
     )
     wiring.reset()

@@ -51,8 +51,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, TextIO
 
-import boto3
-
+from tests.harness.aws_clients import aws_client
 from usage_reporter.auth import sign
 from usage_reporter.config import Settings
 from usage_reporter.kinds import MeterEvents, UsageRecords
@@ -309,14 +308,14 @@ def queue_depth(url: str) -> int:
         "ApproximateNumberOfMessagesNotVisible",
         "ApproximateNumberOfMessagesDelayed",
     ]
-    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    attributes = aws_client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
     return sum(int(attributes.get(name, 0)) for name in names)
 
 
 def dead_letters(url: str) -> dict[str, list[dict[str, Any]]]:
     """The dead-letter queue's records by idempotency key, each key's every message (read once each, with a
     short visibility, then released)."""
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     found: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     seen: set[str] = set()
     for _ in range(50):

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-
+from .aws_clients import aws_client
 from .stack import ROOT, Stack, create_stack
 
 DEMO_CLIENT_ID = "demo-client"
@@ -145,7 +144,7 @@ def local_environment(
     """
     stack = create_stack(parameters=parameters)
     env = stack.function_environment(function_logical_id(stack, function))
-    secrets = boto3.client("secretsmanager")
+    secrets = aws_client("secretsmanager")
     secrets.put_secret_value(SecretId=env["STRIPE_API_KEY_SECRET_ARN"], SecretString=stripe_api_key)
     secrets.put_secret_value(
         SecretId=env["CLIENT_SECRETS_SECRET_ARN"],
@@ -190,7 +189,7 @@ def poll_queue_once(queue_url: str, function: str, batch_size: int, timeout_seco
 
     Returns the function's response, or None when the queue had nothing visible.
     """
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     received = sqs.receive_message(
         QueueUrl=queue_url,
         MaxNumberOfMessages=batch_size,

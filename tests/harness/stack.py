@@ -6,14 +6,17 @@ own properties, so template and code cannot drift. Function environments are res
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import yaml
+
+from .aws_clients import aws_client
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -40,6 +43,12 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    """The template, parsed once per version of the file (a fresh copy each time: callers may change theirs)."""
+    return copy.deepcopy(_parsed(path, path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: Path, mtime_ns: int) -> dict[str, Any]:  # about 0.1 s a parse, and every test creates a stack
     with path.open() as handle:
         template: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
     return template
@@ -127,7 +136,7 @@ def create_stack(*, parameters: dict[str, str] | None = None, prefix: str | None
 
 def _create_table(stack: Stack, logical_id: str, name: str) -> None:
     props = stack.properties(logical_id)
-    dynamodb = boto3.client("dynamodb")
+    dynamodb = aws_client("dynamodb")
     dynamodb.create_table(
         TableName=name,
         AttributeDefinitions=props["AttributeDefinitions"],
@@ -162,7 +171,7 @@ def _create_queue(stack: Stack, logical_id: str, name: str) -> None:
     }
     if "RedrivePolicy" in props:
         attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     stack.physical[logical_id] = url
@@ -172,7 +181,7 @@ def _create_queue(stack: Stack, logical_id: str, name: str) -> None:
 
 def _create_secret(stack: Stack, logical_id: str, name: str) -> None:
     props = stack.properties(logical_id)
-    arn = boto3.client("secretsmanager").create_secret(Name=name, SecretString=props["SecretString"])["ARN"]
+    arn = aws_client("secretsmanager").create_secret(Name=name, SecretString=props["SecretString"])["ARN"]
     stack.physical[logical_id] = arn
 
 

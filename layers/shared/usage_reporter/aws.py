@@ -4,11 +4,13 @@ boto3 reads ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) itself, wh
 runs and tests point these clients at moto. Every client comes from one shared Session: a Session
 loads botocore's data files (~240 ms), so one per client would pay it again for each service. Clients
 are built once and shared by the threads of a batch (boto3 clients are thread-safe; Sessions are not,
-hence the lock around building them).
+hence the lock around building them). They are built again only if the ``AWS_*`` environment they were built
+from changes (in Lambda it never does; tests and the local server point them elsewhere).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -22,17 +24,27 @@ _CLIENT_CONFIG = {
 }
 
 
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    """What a Session and its clients are built from: region, credentials, endpoint, profile, config files."""
+    return tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
+
+
 class _Clients:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._session: Any = None
         self._clients: dict[str, Any] = {}
+        self._built_from: tuple[tuple[str, str], ...] = ()
 
     def get(self, service: str) -> Any:
+        environment = _aws_environment()
         found = self._clients.get(service)
-        if found is not None:
+        if found is not None and environment == self._built_from:
             return found
         with self._lock:
+            if environment != self._built_from:
+                self._session, self._built_from = None, environment
+                self._clients.clear()
             if service not in self._clients:
                 import boto3  # imported here: the 401 and 4xx paths never need it
                 from botocore.config import Config
@@ -42,11 +54,6 @@ class _Clients:
                 self._clients[service] = self._session.client(service, config=Config(**_CLIENT_CONFIG))
             return self._clients[service]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._session = None
-            self._clients.clear()
-
 
 _clients = _Clients()
 
@@ -54,8 +61,3 @@ _clients = _Clients()
 def client(service: str) -> Any:
     """The process's client for ``service`` (built on first use)."""
     return _clients.get(service)
-
-
-def reset() -> None:
-    """Drop the session and clients (the environment changed: tests, the local server)."""
-    _clients.clear()

@@ -152,8 +152,8 @@ def status_lookup() -> StatusLookup:
 
 
 def reset() -> None:
-    """Forget everything built from the environment (tests and the local server change it)."""
+    """Forget everything built from the environment (tests and the local server change it). The AWS clients
+    follow the environment themselves (``aws``): the data their Session loaded is kept while it is unchanged."""
     every = (get_settings, authenticator, queues, stripe_gateway, kinds, plans, ledgers, reporter, retry_worker)
     for cached in (*every, stripe_event_receiver, mirror_map, status_lookup):
         cached.cache_clear()
-    aws.reset()

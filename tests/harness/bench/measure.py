@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from tests.harness.aws_clients import aws_client
 from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, FAKE_STRIPE_KEY, http_api_event
 from tests.harness.local_api import DEMO_CUSTOMER, DEMO_ITEMS, DEMO_METER, free_port
 from tests.harness.stack import ROOT, load_template
@@ -522,10 +523,9 @@ class Bench:
 
     def item_sizes(self) -> dict[str, Any]:
         """Median item size per kind of item (DynamoDB's rules, approximately): what one write unit covers."""
-        import boto3
 
         sizes: dict[str, list[int]] = {}
-        paginator = boto3.client("dynamodb").get_paginator("scan")
+        paginator = aws_client("dynamodb").get_paginator("scan")
         for page in paginator.paginate(TableName=self.settings.idempotency_table_name):
             for item in page["Items"]:
                 prefix = item["id"]["S"].rsplit("#", 1)[0]

@@ -1,0 +1,31 @@
+"""The tests' own AWS clients (to set up and inspect what the service sees), built once per AWS environment.
+
+``aws_client()`` builds a client at every call (about 20 ms), and moto's mock resets boto3's default Session
+for every test (about 150 ms to load botocore's data again): paid hundreds of times over the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+
+_lock = threading.Lock()
+_sessions: dict[tuple[tuple[str, str], ...], Any] = {}
+_clients: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+
+
+def aws_client(service: str) -> Any:
+    """A client for ``service`` in the current ``AWS_*`` environment (moto's, a moto server's, a fault proxy's)."""
+    environment = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
+    with _lock:
+        found = _clients.get((service, environment))
+        if found is None:
+            if len(_sessions) > 16:  # old moto servers and proxies (each test's own port)
+                _sessions.clear()
+                _clients.clear()
+            session = _sessions.setdefault(environment, boto3.session.Session())
+            found = _clients[(service, environment)] = session.client(service)
+        return found
