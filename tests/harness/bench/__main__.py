@@ -7,7 +7,9 @@ processes, as Lambda instances would:
 1. cold start (spawn -> first answer), peak RSS and where the time goes (``-X importtime``), the service's
    handler beside a floor that imports only boto3 and stripe and makes the same calls, in ``--rounds`` fresh
    processes per side, alternating, as the environment's bytecode is (no .pyc here, as in a sam-built layer)
-   and again with precompiled bytecode;
+   and again with precompiled bytecode, where the import time goes with it (the median of as many processes
+   under ``-X importtime``), and the peak RSS that importing pydantic, Powertools and the handler adds to a
+   process that imports boto3 and stripe: what holds the service above the floor;
 2. one usage record in a warm process (many records, distinct keys) beside the floor's warm calls;
 3. batches of 10, 50 and 100 usage records and meter events against one record, and the Stripe request
    rate a usage batch reaches;

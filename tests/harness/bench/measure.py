@@ -308,6 +308,9 @@ class Bench:
             try:
                 precompiled = functools.partial(self.precompiled_env, pycache.name)
                 cold["precompiled"] = self.cold_rounds(precompiled, "with precompiled bytecode")
+                if self.options.importtime:
+                    cold["imports_precompiled"] = self.import_profiles(precompiled)
+                cold["holder_rss_mb"] = holder_rss(self.env)
                 warm, calls, logs = self.warm_instance(worker)
                 serve = self.local_api(worker)
             finally:
@@ -384,6 +387,26 @@ class Bench:
             env = {k: v for k, v in self.precompiled_env(pycache, role).items() if k != "PYTHONDONTWRITEBYTECODE"}
             stderr = cold_process(role, env, self.cold_job(role), importtime=self.options.importtime)[2]
             profiles[role] = import_profile(stderr)
+        return profiles
+
+    def import_profiles(self, env_for: Callable[[str], dict[str, str]]) -> dict[str, Any]:
+        """``rounds`` more processes per side under ``python -X importtime``, reading the precompiled bytecode:
+        where the import time goes as Lambda pays it (sam build compiles the layer); each group's median."""
+        rounds = self.options.rounds
+        self.say(f"cold starts: {rounds} more processes per side under python -X importtime, precompiled")
+        profiles: dict[str, Any] = {}
+        for role in ("service", "floor"):
+            runs = [
+                import_profile(cold_process(role, env_for(role), self.cold_job(role), importtime=True)[2])
+                for _ in range(rounds)
+            ]
+            profiles[role] = {
+                phase: {
+                    group: statistics.median(run[phase].get(group, 0.0) for run in runs)
+                    for group in {group for run in runs for group in run[phase]}
+                }
+                for phase in ("before_call", "in_call")
+            }
         return profiles
 
     def precompiled_env(self, pycache: str, role: str) -> dict[str, str]:
@@ -664,6 +687,36 @@ _GROUPS = {
     **dict.fromkeys(("usage_reporter", "functions_ingest_app"), "the service's own code"),
     "tests": "bench harness (both sides)",
 }
+
+
+# What the service imports beyond the floor's boto3 and stripe, as the handler's modules import it.
+_HOLDER_IMPORTS = {
+    "pydantic": "import pydantic, pydantic_core",
+    "Powertools": (
+        "import aws_lambda_powertools.event_handler, aws_lambda_powertools.logging, aws_lambda_powertools.metrics,"
+        " aws_lambda_powertools.utilities.idempotency, aws_lambda_powertools.utilities.parameters"
+    ),
+    "the service's handler (all of it: those two and its own code)": "import functions_ingest_app",
+}
+
+
+def holder_rss(env: dict[str, str]) -> dict[str, float]:
+    """Peak RSS (MB) of a fresh process importing boto3 and stripe, then one more for each holder on top."""
+    found = {}
+    for holder, statement in {"boto3 + stripe": "", **_HOLDER_IMPORTS}.items():
+        code = f"import boto3, stripe\n{statement}\n" + (
+            "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))"
+        )
+        if "functions_ingest_app" in statement:  # as Lambda finds them: the function's code, then the layer's
+            paths = [str(ROOT / "functions" / "ingest"), str(ROOT / "layers" / "shared")]
+            code = f"import sys; sys.path[:0] = {paths!r}\n" + code.replace("functions_ingest_app", "app")
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode != 0:
+            raise BenchError(f"measuring the peak RSS of {holder} failed:\n{result.stderr[-3000:]}")
+        found[holder] = int(result.stdout.strip()) / 1024
+    return found
 
 
 def package_group(module: str) -> str:

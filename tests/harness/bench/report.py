@@ -60,6 +60,8 @@ def _cold_rows(run: dict[str, Any]) -> Rows:
         rows.append(_pair(f"cold start, {stat}", svc["seconds"][stat], flo["seconds"][stat]))
     rss_s, rss_f = svc["peak_rss_mb"]["median"], flo["peak_rss_mb"]["median"]
     rows.append(["peak RSS (VmHWM), median", f"{rss_s:.0f} MB", f"{rss_f:.0f} MB", ratio(rss_s, rss_f)])
+    if "holder_rss_mb" in cold:
+        rows.extend(_holder_rss_rows(cold["holder_rss_mb"]))
     rows.append(_pair("CPU time to first answer, median", svc["cpu_seconds"]["median"], flo["cpu_seconds"]["median"]))
     if "precompiled" in cold:
         pre_s = cold["precompiled"]["service"]["seconds"]["median"]
@@ -67,6 +69,8 @@ def _cold_rows(run: dict[str, Any]) -> Rows:
         rows.append(_pair("cold start with precompiled .pyc (as sam build makes the layer), median", pre_s, pre_f))
         saved = svc["seconds"]["median"] - pre_s, flo["seconds"]["median"] - pre_f
         rows.append(_pair("  saved by precompiling, median", *saved))
+        if "imports_precompiled" in cold:
+            rows.extend(_holder_rows(cold["imports_precompiled"], pre_s, pre_f))
     for label, field in (
         ("  interpreter start (spawn -> child's first line)", "startup_seconds"),
         ("  handler import (floor: import boto3, stripe)", "load_seconds"),
@@ -74,7 +78,36 @@ def _cold_rows(run: dict[str, Any]) -> Rows:
     ):
         rows.append(_pair(label, svc[field]["median"], flo[field]["median"]))
     if "imports" in cold:
-        rows.extend(_import_rows(cold["imports"]))
+        rows.extend(_import_rows(cold.get("imports_precompiled") or cold["imports"], cold["imports"]))
+    return rows
+
+
+# What the service imports beyond the floor's boto3 and stripe, and what each gives it.
+HOLDERS = {
+    "pydantic": "strict validation naming each field, the typed configuration",
+    "Powertools": "routing, the OpenAPI document, idempotency, structured logs, EMF metrics",
+    "the service's own code": "with its pydantic models, built as they are imported",
+}
+
+
+def _holder_rows(imports: dict[str, dict[str, dict[str, float]]], service: float, floor: float) -> Rows:
+    """Which dependencies hold the cold start above the floor: their import time (precompiled, as in Lambda),
+    and the precompiled cold start without it."""
+    held = {group: sum(phase.get(group, 0.0) for phase in imports["service"].values()) for group in HOLDERS}
+    rows: Rows = []
+    for group, why in HOLDERS.items():
+        rows.append([f"  held by {group} imports ({why})", seconds(held[group]), "—", "—"])
+    rows.append(_pair("  precompiled cold start less those imports, median", service - sum(held.values()), floor))
+    return rows
+
+
+def _holder_rss_rows(rss: dict[str, float]) -> Rows:
+    """Peak RSS of a process importing boto3 and stripe, and what importing each holder adds to it."""
+    base = rss["boto3 + stripe"]
+    rows: Rows = [["  peak RSS of a process importing boto3 + stripe only", f"{base:.0f} MB", "—", "—"]]
+    for holder, megabytes in rss.items():
+        if holder != "boto3 + stripe":
+            rows.append([f"    + {holder}", f"+{megabytes - base:.1f} MB", "—", "—"])
     return rows
 
 
@@ -179,18 +212,37 @@ def _serve_rows(run: dict[str, Any]) -> Rows:
     return rows
 
 
-def _import_rows(imports: dict[str, dict[str, dict[str, float]]]) -> Rows:
+def _import_total(
+    imports: dict[str, dict[str, dict[str, float]]], role: str, group: str | None = None, phase: str | None = None
+) -> float:
+    phases = [phase] if phase else ["before_call", "in_call"]
+    return sum(
+        value for p in phases for name, value in imports[role].get(p, {}).items() if group is None or name == group
+    )
+
+
+def _import_rows(
+    imports: dict[str, dict[str, dict[str, float]]], compiling: dict[str, dict[str, dict[str, float]]]
+) -> Rows:
+    """Import time by package group from ``imports`` (precompiled when the run has it), and the total of the
+    ``compiling`` processes (the ones that wrote the bytecode)."""
+
     def total(role: str, group: str | None = None, phase: str | None = None) -> float:
-        phases = [phase] if phase else ["before_call", "in_call"]
-        return sum(
-            value for p in phases for name, value in imports[role].get(p, {}).items() if group is None or name == group
-        )
+        return _import_total(imports, role, group, phase)
 
     groups = {name for role in imports.values() for phase in role.values() for name in phase}
     ranked = sorted(groups, key=lambda g: -max(total("service", g), total("floor", g)))
     rows: Rows = []
-    everything = total("service"), total("floor")
-    rows.append(_pair("  imports, total (python -X importtime, 1 process each, compiling)", *everything))
+    compiled = _import_total(compiling, "service"), _import_total(compiling, "floor")
+    rows.append(_pair("  imports, total (python -X importtime, 1 process each, compiling)", *compiled))
+    if imports is not compiling:
+        rows.append(
+            _pair(
+                "  imports, total (python -X importtime, precompiled, median by group)",
+                total("service"),
+                total("floor"),
+            )
+        )
     in_call = total("service", phase="in_call"), total("floor", phase="in_call")
     rows.append(_pair("    of which inside the first call (lazy imports)", *in_call))
     for group in ranked:
