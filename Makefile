@@ -39,7 +39,7 @@ define make_venv
 	if $(1)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) 2>/dev/null; then \
 		$(1)/bin/uv pip install --quiet --python $(1)/bin/python -r $(2); \
 	else \
-		$(1)/bin/pip install --quiet --disable-pip-version-check -r $(2) 2> >(grep -v '^WARNING: Location' >&2); \
+		$(1)/bin/pip install --quiet --disable-pip-version-check --no-compile -r $(2) 2> >(grep -v '^WARNING: Location' >&2); \
 	fi
 	touch $(1)/.installed
 endef
@@ -64,7 +64,7 @@ run: $(VENV)/.installed  ## serve the API (moto + fake Stripe, no Docker): PORT=
 # workers per core, at most 8, keep the cores busy. Bytecode is written even where PYTHONDONTWRITEBYTECODE is
 # set, so that each module is compiled once (by the first process to import it; __pycache__ is git-ignored),
 # not again in each of the hundreds of processes the suite starts.
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n * 2 < 8 ? n * 2 : 8 )))
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); echo $$(( n * 2 < 8 ? n * 2 : 8 )))
 
 test: setup  ## every test and check: pytest, ruff, mypy, cfn-lint, sam validate --lint, checkov, sam build
 	PYTHONDONTWRITEBYTECODE= SAM_CLI=$(SAM) CHECKOV=$(CHECKOV) $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal

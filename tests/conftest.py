@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import time
@@ -45,10 +46,20 @@ RESTRICTED_CLIENT = ("restricted-client", "restricted-secret")
 RESTRICTED_ITEMS = [SUBSCRIPTION_ITEM, "si_team*"]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first, so that no worker starts one when the others are done (a stable sort: every worker
-    collects the same order, as pytest-xdist requires)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each pytest-xdist worker starts with its share of the slow tests, so that none starts one when the others
+    are done. ``--dist worksteal`` gives each worker one contiguous block of the collected order (the rest is
+    stolen from the end of the others' blocks): each block begins with every n-th slow test. The order depends
+    only on the worker count, so every worker collects the same one, as pytest-xdist requires."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = iter([item for item in items if not item.get_closest_marker("slow")])
+    bounds = [len(items) * block // workers for block in range(workers + 1)]
+    ordered: list[pytest.Item] = []
+    for block in range(workers):
+        share = slow[block::workers]
+        ordered += share + list(itertools.islice(fast, max(0, bounds[block + 1] - bounds[block] - len(share))))
+    items[:] = ordered + list(fast)
 
 
 @dataclass

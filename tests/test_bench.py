@@ -26,7 +26,7 @@ FIGURE_ROWS = [
     "held by pydantic imports",
     "held by Powertools imports",
     "held by the service's own code imports",
-    "precompiled cold start less those imports, median",
+    "precompiled cold start less those imports (-X importtime overstates them a little), median",
     "peak RSS of a process importing boto3 + stripe only",
     "+ pydantic",
     "+ Powertools",

@@ -165,6 +165,7 @@ content_types = st.one_of(
 client_ids = st.one_of(st.just("demo-client"), st.just("nobody"), st.text(max_size=300))
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,

@@ -46,10 +46,12 @@ def test_ruff_format() -> None:
     run(str(BIN / "ruff"), "format", "--check", ".")
 
 
+@pytest.mark.slow
 def test_mypy() -> None:
     run(str(BIN / "mypy"), "layers/shared/usage_reporter", "functions", "tests", "events", "clients/python")
 
 
+@pytest.mark.slow
 def test_cfn_lint() -> None:
     run(str(BIN / "cfn-lint"), "template.yaml")
 
@@ -126,6 +128,7 @@ def test_sam_build_packages_the_layer_for_arm64(tmp_path: Path) -> None:
     layer = tmp_path / "build" / "SharedLayer" / "python"
     assert (layer / "usage_reporter" / "http_api.py").is_file()
     assert (layer / "stripe").is_dir()
+    assert not (layer / ".lock").exists() and not (layer / "bin").exists()  # the installer's, not the layer's
     [native] = list((layer / "pydantic_core").glob("_pydantic_core*.so"))
     assert "aarch64" in native.name  # built for the template's arm64, not this machine
     # Bytecode compiled at build time for the runtime's CPython 3.12, checked by hash only (a zip keeps no

@@ -19,13 +19,15 @@ _clients: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 
 def aws_client(service: str) -> Any:
     """A client for ``service`` in the current ``AWS_*`` environment (moto's, a moto server's, a fault proxy's)."""
-    environment = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
+    environment = tuple(sorted((name, value) for name, value in os.environ.copy().items() if name.startswith("AWS_")))
     with _lock:
         found = _clients.get((service, environment))
         if found is None:
-            if len(_sessions) > 16:  # old moto servers and proxies (each test's own port)
-                _sessions.clear()
-                _clients.clear()
-            session = _sessions.setdefault(environment, boto3.session.Session())
+            if environment not in _sessions and len(_sessions) >= 3:  # a Session is ~12 MB: keep the newest few
+                oldest = next(iter(_sessions))
+                del _sessions[oldest]
+                for key in [key for key in _clients if key[1] == oldest]:
+                    del _clients[key]
+            session = _sessions.get(environment) or _sessions.setdefault(environment, boto3.session.Session())
             found = _clients[(service, environment)] = session.client(service)
         return found

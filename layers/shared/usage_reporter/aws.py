@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 # Fail fast inside a Lambda invocation: a hung AWS call must not eat the Stripe time budget.
@@ -24,35 +25,51 @@ _CLIENT_CONFIG = {
 }
 
 
-def _aws_environment() -> tuple[tuple[str, str], ...]:
-    """What a Session and its clients are built from: region, credentials, endpoint, profile, config files."""
-    return tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
+Environment = tuple[tuple[str, str], ...]
+
+
+def _aws_environment() -> Environment:
+    """What a Session and its clients are built from: region, credentials, endpoints, profile, config files."""
+    for _ in range(3):
+        try:
+            return tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
+        except (KeyError, RuntimeError):  # another thread changed the environment while it was read
+            continue
+    return tuple(sorted((name, value) for name, value in os.environ.copy().items() if name.startswith("AWS_")))
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The clients built from one environment (replaced whole, so no reader mixes two environments)."""
+
+    environment: Environment
+    clients: dict[str, Any] = field(default_factory=dict)
+    session: list[Any] = field(default_factory=list)  # the Session, once one is built
 
 
 class _Clients:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._session: Any = None
-        self._clients: dict[str, Any] = {}
-        self._built_from: tuple[tuple[str, str], ...] = ()
+        self._built = _Built(environment=())
 
     def get(self, service: str) -> Any:
-        environment = _aws_environment()
-        found = self._clients.get(service)
-        if found is not None and environment == self._built_from:
+        built = self._built
+        found = built.clients.get(service)
+        if found is not None and built.environment == _aws_environment():
             return found
         with self._lock:
-            if environment != self._built_from:
-                self._session, self._built_from = None, environment
-                self._clients.clear()
-            if service not in self._clients:
+            environment = _aws_environment()
+            if self._built.environment != environment:
+                self._built = _Built(environment)
+            built = self._built
+            if service not in built.clients:
                 import boto3  # imported here: the 401 and 4xx paths never need it
                 from botocore.config import Config
 
-                if self._session is None:
-                    self._session = boto3.session.Session()
-                self._clients[service] = self._session.client(service, config=Config(**_CLIENT_CONFIG))
-            return self._clients[service]
+                if not built.session:
+                    built.session.append(boto3.session.Session())
+                built.clients[service] = built.session[0].client(service, config=Config(**_CLIENT_CONFIG))
+            return built.clients[service]
 
 
 _clients = _Clients()

@@ -310,7 +310,7 @@ class Bench:
                 cold["precompiled"] = self.cold_rounds(precompiled, "with precompiled bytecode")
                 if self.options.importtime:
                     cold["imports_precompiled"] = self.import_profiles(precompiled)
-                cold["holder_rss_mb"] = holder_rss(self.env)
+                cold["holder_rss_mb"] = holder_rss(precompiled("service"))  # as the "held by" import times
                 warm, calls, logs = self.warm_instance(worker)
                 serve = self.local_api(worker)
             finally:

@@ -97,7 +97,13 @@ def _holder_rows(imports: dict[str, dict[str, dict[str, float]]], service: float
     rows: Rows = []
     for group, why in HOLDERS.items():
         rows.append([f"  held by {group} imports ({why})", seconds(held[group]), "—", "—"])
-    rows.append(_pair("  precompiled cold start less those imports, median", service - sum(held.values()), floor))
+    rows.append(
+        _pair(
+            "  precompiled cold start less those imports (-X importtime overstates them a little), median",
+            service - sum(held.values()),
+            floor,
+        )
+    )
     return rows
 
 
