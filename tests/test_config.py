@@ -168,3 +168,21 @@ def test_tracing_is_on_in_lambda_only_and_loads_the_xray_sdk_only_then(env: dict
 
     assert output[:2] == [str(traced), str(traced)]
     assert output[2].strip() == ("['botocore', 'requests']" if traced else "[]")
+
+
+def test_aws_clients_are_built_once_and_again_only_for_another_aws_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from usage_reporter import aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    first = aws.client("sqs")
+    wiring.reset()  # the service's other objects are rebuilt; the clients stay while the environment does
+    assert aws.client("sqs") is first
+    assert first.meta.endpoint_url == "http://127.0.0.1:1" and first.meta.region_name == "eu-west-1"
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")  # e.g. the local server's moto, a fault proxy
+    moved = aws.client("sqs")
+    assert moved is not first and moved.meta.endpoint_url == "http://127.0.0.1:2"
+    assert aws.client("dynamodb").meta.endpoint_url == "http://127.0.0.1:2"
