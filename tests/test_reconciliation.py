@@ -137,13 +137,7 @@ def redrive(deployment: Deployment) -> int:
 def operator_redrives(deployment: Deployment, told: dict[str, Sent], refused_for_good: str) -> None:
     """Records that ran out of attempts may be in Stripe already (a lost answer): once Stripe is healthy and the
     cause of the refusals fixed, the operator redrives the dead-letter queue, and nothing is counted twice."""
-    assert redrive(deployment) > 0
-    lasting = {key for key, sent in told.items() if sent.target == refused_for_good}
-    if any(m["Body"]["idempotency_key"] not in lasting for m in deployment.dead_letters()):
-        # A record whose refusal was answered to no one (lost) comes back refused after the fix: Stripe replays
-        # the refusal it saved for the record's key. Redriven again, it goes under a fresh key. (A known gap:
-        # test_a_redrive_after_a_fix_delivers_a_record_whose_refusal_was_lost.)
-        redrive(deployment)
+    assert redrive(deployment) > 0  # one redrive: assert_reconciled checks that only lasting refusals remain
 
 
 def assert_reconciled(
@@ -280,17 +274,9 @@ def test_every_accepted_meter_event_is_in_stripe_or_dead_lettered_exactly_once(f
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "service gap: a record whose refusal's answer was lost keeps its first key, and after the fix its redrive "
-        "gets Stripe's saved refusal replayed (422 again); a second redrive delivers it"
-    ),
-)
-@pytest.mark.parametrize("kind", ["usage_record", "meter_event"])
-def test_a_redrive_after_a_fix_delivers_a_record_whose_refusal_was_lost(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, kind: str
-) -> None:
+def lose_a_refusal(deployment: Deployment, monkeypatch: pytest.MonkeyPatch, kind: str) -> tuple[str, dict[str, Any]]:
+    """A record the worker gave up on: Stripe refused it (and saved the refusal for its key), but the answer was
+    lost, so the record was dead-lettered as "gave up", not refused. Its path and body."""
     flaky = stripe_settings(deployment, monkeypatch, sdk_retries=1)  # a lost answer, then the SDK's retry
     flaky.overrides["RETRY_MAX_RECEIVE_COUNT"] = "1"
     flaky.stripe.add_customers(CUSTOMER)
@@ -301,19 +287,47 @@ def test_a_redrive_after_a_fix_delivers_a_record_whose_refusal_was_lost(
         body = {"idempotency_key": "k", "event_name": METER_CREATED_LATER, "customer": CUSTOMER, "value": "2.5"}
     flaky.stripe.inject(Fault.connection_reset(), times=2)
     assert flaky.post(path, body).status == 202
-    # The worker's attempt: Stripe refuses the record (and saves the refusal for its key); the answer is lost.
     flaky.stripe.inject(Fault.lost_response(status=502), Fault.server_error(500))
     flaky.run_retry_worker()
     flaky.stripe.clear_faults()
     [letter] = flaky.dead_letters()
     assert letter["Body"]["reason"]["message"].startswith("gave up")
+    return path, body
 
+
+@pytest.mark.parametrize("kind", ["usage_record", "meter_event"])
+def test_a_redrive_after_a_fix_delivers_a_record_whose_refusal_was_lost(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    path, body = lose_a_refusal(deployment, monkeypatch, kind)
     if kind == "usage_record":  # the operator's fix, then one redrive
-        flaky.stripe.add_subscription_items(CREATED_LATER_ITEM)
+        deployment.stripe.add_subscription_items(CREATED_LATER_ITEM)
     else:
-        flaky.stripe.add_meter(METER_CREATED_LATER)
-    assert redrive(flaky) == 1
+        deployment.stripe.add_meter(METER_CREATED_LATER)
+    deployment.stripe.requests.clear()
+    assert redrive(deployment) == 1
 
-    assert flaky.dead_letters() == [], flaky.dead_letters()[0]["Body"]["reason"]
-    assert len(flaky.stripe.ledger) + len(flaky.stripe.meter_events) == 1
-    assert flaky.post(path, body).body["status"] == "reported"
+    # Stripe replayed the old refusal under the record's key; asked again under a fresh key, it took the record.
+    assert deployment.dead_letters() == [], deployment.dead_letters()[0]["Body"]["reason"]
+    assert len(deployment.stripe.ledger) + len(deployment.stripe.meter_events) == 1
+    assert len(deployment.stripe.requests) == 2
+    assert deployment.post(path, body).body["status"] == "reported"
+
+
+@pytest.mark.parametrize("kind", ["usage_record", "meter_event"])
+def test_a_redrive_without_a_fix_asks_stripe_once_more_and_keeps_the_refusal(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    path, body = lose_a_refusal(deployment, monkeypatch, kind)
+    deployment.stripe.requests.clear()
+    assert redrive(deployment) == 1
+
+    # The replayed refusal, then the same refusal under a fresh key: the record goes back to the operator with
+    # Stripe's reason, once, and the caller is told it was rejected.
+    assert len(deployment.stripe.requests) == 2
+    [letter] = deployment.dead_letters()
+    reason = letter["Body"]["reason"]  # 404 no such item, or 400 no such meter
+    assert (reason["type"], reason["http_status"] // 100) == ("stripe_error", 4) and "gave up" not in reason["message"]
+    assert deployment.stripe.ledger == [] and deployment.stripe.meter_events == []
+    replay = deployment.post(path, body)
+    assert (replay.status, replay.body["status"]) == (422, "rejected")

@@ -139,7 +139,7 @@ class RetryWorker:
             return
         if self._rate_limited:
             raise RetryLater(self.backoff_seconds(receive_count), "Stripe rate-limited this batch")
-        if self._context and self._context.get_remaining_time_in_millis() / 1000 < self._stripe_call_seconds:
+        if not self._time_for_a_call():
             raise RetryLater(1, "no time left in this invocation")
         self._attempt(
             message,
@@ -147,6 +147,10 @@ class RetryWorker:
             state.model_copy(update={"attempt_started_at": now, "attempts": state.attempts + 1}),
             receive_count,
         )
+
+    def _time_for_a_call(self) -> bool:
+        """Whether a Stripe call, with the SDK's retries, still fits in the invocation."""
+        return not self._context or self._context.get_remaining_time_in_millis() / 1000 >= self._stripe_call_seconds
 
     def _state(self, message: QueuedRecord, answer: dict[str, Any] | None) -> DeliveryState:
         state = (
@@ -168,7 +172,13 @@ class RetryWorker:
         return state
 
     def _attempt(
-        self, message: QueuedRecord, request: dict[str, Any], attempt: DeliveryState, receive_count: int
+        self,
+        message: QueuedRecord,
+        request: dict[str, Any],
+        attempt: DeliveryState,
+        receive_count: int,
+        *,
+        after_replayed_refusal: bool = False,
     ) -> None:
         key, kind = message.idempotency_key, self._kinds[message.kind]
         fields = self._fields(message)
@@ -182,6 +192,21 @@ class RetryWorker:
             done = attempt.model_copy(update={"attempt_started_at": None, "in_doubt": not exc.permanent})
             if exc.needs_review:
                 self._to_operator(message, request, done, exc.reason)
+                return
+            if exc.permanent and exc.replayed and not after_replayed_refusal and self._time_for_a_call():
+                # Stripe replayed the refusal it saved for an earlier attempt whose answer never reached us (so
+                # nothing is stored under the key), and it may predate the fix an operator redrove this for:
+                # ask Stripe now, once, under a fresh key.
+                fresh = DeliveryState.fresh_key(
+                    message, done.attempts, review_confirmation_used=done.review_confirmation_used
+                )
+                retry = fresh.model_copy(
+                    update={"attempt_started_at": int(time.time()), "attempts": fresh.attempts + 1}
+                )
+                logger.info(
+                    "Stripe replayed an earlier refusal: asking again under a fresh key", extra={"idempotency_key": key}
+                )
+                self._attempt(message, request, retry, receive_count, after_replayed_refusal=True)
                 return
             if exc.permanent:
                 self._queues.send_dead_letter(_with(message, done, exc.reason))

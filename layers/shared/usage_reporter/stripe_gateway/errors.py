@@ -14,14 +14,23 @@ class StripeDeliveryError(Exception):
     ``permanent``: Stripe refused it for good; nothing is stored under the key. ``needs_review``:
     Stripe has seen the key with other parameters, so it may hold the record: neither a refusal
     nor worth retrying, only an operator who checked Stripe can release it (under a fresh key).
-    Otherwise the failure is transient and Stripe may or may not have written the record.
+    Otherwise the failure is transient and Stripe may or may not have written the record. ``replayed``:
+    the answer is the one Stripe saved for an earlier request under the key (``Idempotent-Replayed``).
     """
 
-    def __init__(self, reason: FailureReason, *, permanent: bool, needs_review: bool = False) -> None:
+    def __init__(
+        self, reason: FailureReason, *, permanent: bool, needs_review: bool = False, replayed: bool = False
+    ) -> None:
         super().__init__(reason.message)
         self.reason = reason
         self.permanent = permanent
         self.needs_review = needs_review
+        self.replayed = replayed
+
+
+def _replayed(error: Exception) -> bool:
+    headers = getattr(error, "headers", None) or {}
+    return any(name.lower() == "idempotent-replayed" and str(value) == "true" for name, value in headers.items())
 
 
 def classify(error: Exception) -> StripeDeliveryError:
@@ -77,7 +86,7 @@ def classify(error: Exception) -> StripeDeliveryError:
     reason = FailureReason(
         type=kind, code=code, param=param, message=str(message), http_status=status, stripe_request_id=request_id
     )
-    return StripeDeliveryError(reason, permanent=permanent)
+    return StripeDeliveryError(reason, permanent=permanent, replayed=permanent and _replayed(error))
 
 
 class StreamRefused(Exception):
