@@ -10,8 +10,10 @@ import json
 import os
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -19,7 +21,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import SUBSCRIPTION_ITEM, Deployment
+from tests.harness.aws_clients import aws_client
 from tests.harness.fake_stripe import Fault
+from tests.harness.lambda_runtime import poll_queue_once
 from usage_reporter import wiring
 from usage_reporter.dead_letters import Queues, redrive_all_by_copy
 
@@ -159,7 +163,7 @@ def assert_reconciled(
     assert max(reported.values()) == 1, f"a key was reported twice: {reported.most_common(3)}"
     for entry in in_stripe:  # under the record's own key, or the fresh key of a redrive after a refusal
         base = stripe_key("demo-client", entry.key)
-        assert re.fullmatch(re.escape(base) + r"(-r\d+)?", entry.idempotency_key), entry
+        assert re.fullmatch(re.escape(base) + r"(-r\d+)?(-a)?", entry.idempotency_key), entry
         assert entry.idempotency_key == base or told[entry.key].target == fixed, entry
         assert entry.amount == told[entry.key].amount, (entry, told[entry.key])
 
@@ -212,7 +216,10 @@ def test_every_accepted_usage_record_is_in_stripe_or_dead_lettered_exactly_once(
     base_key = {wiring.kinds()["usage_record"].stripe_idempotency_key("demo-client", key): key for key in told}
     in_stripe = [
         InStripe(
-            base_key[re.sub(r"-r\d+$", "", r["idempotency_key"])], r["idempotency_key"], Decimal(r["quantity"]), r["id"]
+            base_key[re.sub(r"(-r\d+)?(-a)?$", "", r["idempotency_key"])],
+            r["idempotency_key"],
+            Decimal(r["quantity"]),
+            r["id"],
         )
         for r in flaky.stripe.ledger
     ]
@@ -331,3 +338,31 @@ def test_a_redrive_without_a_fix_asks_stripe_once_more_and_keeps_the_refusal(
     assert deployment.stripe.ledger == [] and deployment.stripe.meter_events == []
     replay = deployment.post(path, body)
     assert (replay.status, replay.body["status"]) == (422, "rejected")
+
+
+def test_two_copies_that_meet_the_same_replayed_refusal_at_once_report_the_record_once(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two copies of one dead letter (SQS delivers at least once; a redrive that died between its send and its
+    delete leaves one in each queue) processed at the same time: both meet Stripe's replayed refusal, and both
+    ask again under the same next key, so Stripe takes the record once."""
+    lose_a_refusal(deployment, monkeypatch, "usage_record")
+    deployment.stripe.add_subscription_items(CREATED_LATER_ITEM)
+    [letter] = deployment.dead_letters()
+    for _ in range(2):
+        aws_client("sqs").send_message(QueueUrl=deployment.retry_queue_url, MessageBody=json.dumps(letter["Body"]))
+    # The first copy's first request waits in front of Stripe; meanwhile the second copy reads its write-ahead.
+    deployment.stripe.inject(Fault.latency(0.5))
+    timeout = deployment.stack.function_timeout("RetryFunction")
+    with deployment.function_environment("RetryFunction"), ThreadPoolExecutor(2) as pool:
+        first = pool.submit(poll_queue_once, deployment.retry_queue_url, "retry", 1, timeout)
+        time.sleep(0.2)
+        second = pool.submit(poll_queue_once, deployment.retry_queue_url, "retry", 1, timeout)
+        first.result(), second.result()
+
+    [reported] = deployment.stripe.ledger
+    base = wiring.kinds()["usage_record"].stripe_idempotency_key("demo-client", "k")
+    assert reported["idempotency_key"] == f"{base}-a"
+    deployment.run_retry_worker()
+    assert len(deployment.stripe.ledger) == 1
+    assert [m["Body"] for m in deployment.dead_letters()] == [letter["Body"]]  # the original copy, not redriven

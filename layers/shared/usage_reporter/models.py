@@ -291,6 +291,19 @@ class DeliveryState(BaseModel):
         )
 
     @classmethod
+    def asked_again(cls, refused: DeliveryState) -> DeliveryState:
+        """The state for asking Stripe again after it replayed a refusal saved for ``refused``'s key: the key
+        derives from that one alone (``<key>-a``), so copies of the record processed at once share it."""
+        return refused.model_copy(
+            update={
+                "stripe_idempotency_key": f"{refused.stripe_idempotency_key}-a",
+                "key_first_used_at": int(time.time()),
+                "in_doubt": False,
+                "attempt_started_at": None,
+            }
+        )
+
+    @classmethod
     def fresh_key(cls, message: QueuedRecord, attempts: int, **state: int) -> DeliveryState:
         """The state for a fresh Stripe key (``-r<attempts>``): nothing was ever sent under it."""
         return cls(

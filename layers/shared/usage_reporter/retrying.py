@@ -193,20 +193,22 @@ class RetryWorker:
             if exc.needs_review:
                 self._to_operator(message, request, done, exc.reason)
                 return
-            if exc.permanent and exc.replayed and not after_replayed_refusal and self._time_for_a_call():
+            if exc.permanent and exc.replayed and not after_replayed_refusal:
                 # Stripe replayed the refusal it saved for an earlier attempt whose answer never reached us (so
                 # nothing is stored under the key), and it may predate the fix an operator redrove this for:
-                # ask Stripe now, once, under a fresh key.
-                fresh = DeliveryState.fresh_key(
-                    message, done.attempts, review_confirmation_used=done.review_confirmation_used
-                )
-                retry = fresh.model_copy(
-                    update={"attempt_started_at": int(time.time()), "attempts": fresh.attempts + 1}
+                # ask Stripe now, once, under the key that follows this one (every copy of the record that
+                # meets this replay derives the same key, so Stripe still takes at most one).
+                if not self._time_for_a_call():
+                    self._transient(message, request, done, exc.reason, receive_count)  # asked next time
+                    return
+                again = DeliveryState.asked_again(done).model_copy(
+                    update={"attempt_started_at": int(time.time()), "attempts": done.attempts + 1}
                 )
                 logger.info(
-                    "Stripe replayed an earlier refusal: asking again under a fresh key", extra={"idempotency_key": key}
+                    "Stripe replayed an earlier refusal: asking again under the next key",
+                    extra={"idempotency_key": key, "stripe_idempotency_key": again.stripe_idempotency_key},
                 )
-                self._attempt(message, request, retry, receive_count, after_replayed_refusal=True)
+                self._attempt(message, request, again, receive_count, after_replayed_refusal=True)
                 return
             if exc.permanent:
                 self._queues.send_dead_letter(_with(message, done, exc.reason))

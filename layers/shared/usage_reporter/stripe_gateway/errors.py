@@ -68,7 +68,7 @@ def classify(error: Exception) -> StripeDeliveryError:
             http_status=status,
             stripe_request_id=request_id,
         )
-        return StripeDeliveryError(reason, permanent=True)
+        return StripeDeliveryError(reason, permanent=True, replayed=_replayed(error))
     if isinstance(error, stripe.APIConnectionError) or status is None:
         kind, permanent = "stripe_unreachable", False
     elif isinstance(error, stripe.RateLimitError) or status == 429:
