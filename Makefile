@@ -26,7 +26,7 @@ RETRY_DELAY ?=
 .PHONY: help setup run test scan fault-load bench cost invoke events curl dlq build deploy clean
 
 help:  ## list the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 # A virtualenv from a requirements file. uv (from the package index, pinned) installs in seconds what
 # pip takes minutes for; if uv cannot be had, pip does it. uv installs no bytecode (pip compiles everything, a
@@ -81,7 +81,7 @@ bench: $(VENV)/.installed  ## service vs floor, side by side: cold start, warm, 
 cost: $(VENV)/.installed  ## dollars per million records on AWS from the last make bench (ARGS="--memory 1024")
 	$(PY) -m tests.harness.bench.cost $(ARGS)
 
-invoke: $(VENV)/.installed  ## like `sam local invoke -e $(EVENT)`, without Docker (SQS events: the worker)
+invoke: $(VENV)/.installed  ## like `sam local invoke -e <event>`, without Docker (EVENT=events/usage-record.json; SQS events: the worker)
 	$(PY) -m tests.harness.invoke $(EVENT)
 
 events: $(VENV)/.installed  ## regenerate events/*.json (fresh signatures)
@@ -97,7 +97,7 @@ dlq: $(VENV)/.installed  ## dead-letter queue tool, e.g. make dlq ARGS="--stack 
 	PYTHONPATH=layers/shared $(PY) -m usage_reporter.dead_letters $(ARGS)
 
 build: $(SAM_VENV)/.installed $(VENV)/.installed  ## sam build (the layer for arm64, bytecode compiled)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build  # the layer's Makefile needs a python3.12 with pip
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build  # the layer's Makefile: the project's uv, or python3.12's pip
 
 deploy: build  ## sam deploy --guided
 	$(SAM) deploy --guided

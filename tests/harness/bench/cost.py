@@ -33,7 +33,7 @@ from .options import DEFAULT_JSON
 PRICES: dict[str, Any] = {
     "region": "us-east-1",
     "as_of": "2026-11-23",
-    "source": "list prices stated in the bench issue; not fetched by this script",
+    "source": "AWS list prices, entered by hand in PRICES in tests/harness/bench/cost.py; not fetched",
     "api_gateway_http_request": {
         "usd": 1.00 / 1e6,
         "unit": "request (first 300 million a month; $0.90 per million after)",

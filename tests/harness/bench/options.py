@@ -7,7 +7,7 @@ from pathlib import Path
 
 BATCH_SIZES = (10, 50, 100)
 SERVE_CLIENTS = (1, 4, 16)
-DEFAULT_JSON = Path("/tmp/stripe-usage-reporter-bench.json")  # noqa: S108 - a scratch file: bench writes, cost reads
+DEFAULT_JSON = Path(__file__).resolve().parents[3] / ".bench.json"  # this checkout's last run: bench writes, cost reads
 
 
 @dataclass(frozen=True)
