@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,14 @@ from tests.conftest import RESTRICTED_CLIENT, SUBSCRIPTION_ITEM, Deployment
 from tests.harness.aws_clients import aws_client
 from tests.harness.aws_faults import AwsFaults
 from tests.harness.fake_stripe import Fault
-from tests.harness.lambda_runtime import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, LambdaContext, http_api_event, load_handler
+from tests.harness.lambda_runtime import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    GatewayRequestHandler,
+    LambdaContext,
+    http_api_event,
+    load_handler,
+)
 from tests.harness.local_api import free_port
 from tests.harness.stack import ROOT
 from usage_reporter.auth import sign
@@ -109,26 +116,16 @@ def service(deployment: Deployment) -> Iterator[Service]:
     instance = threading.Lock()  # one Lambda instance: one request at a time
     served: Service
 
-    class Gateway(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Gateway(GatewayRequestHandler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.read_body()
             headers = {name: value for name, value in self.headers.items() if name.lower() != "host"}
             event = http_api_event("POST", self.path, body, headers)
             with instance:
                 response = handler(event, LambdaContext(timeout_seconds=deployment.timeout_seconds))
             raw = (response.get("body") or "").encode()
             served.seen.append(Seen(self.path, body, response["statusCode"]))
-            self.send_response(response["statusCode"])
-            for name, value in (response.get("headers") or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            pass
+            self.reply(response["statusCode"], response.get("headers") or {}, raw)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
     server.daemon_threads = True

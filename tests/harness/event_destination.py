@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from tests.harness.lambda_runtime import LambdaContext, http_api_event, load_handler
+from tests.harness.lambda_runtime import GatewayRequestHandler, LambdaContext, http_api_event, load_handler
 
 
 @dataclass(frozen=True)
@@ -47,29 +46,16 @@ def event_destination(timeout_seconds: float, path: str = "/v1/stripe/events") -
     handler = load_handler("ingest")
     destination: EventDestination
 
-    class Gateway(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no delayed-ACK stalls
-
+    class Gateway(GatewayRequestHandler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.read_body()
             headers = {name: value for name, value in self.headers.items() if name.lower() != "host"}
             event = http_api_event("POST", self.path, body, headers)
             response = handler(event, LambdaContext(timeout_seconds=timeout_seconds))
             raw = (response.get("body") or "").encode()
             answer = json.loads(raw) if raw else {}
             destination.received.append(Received(body, headers, response["statusCode"], answer))
-            self.send_response(response["statusCode"])
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            pass
+            self.reply(response["statusCode"], {"Content-Type": "application/json"}, raw)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
     destination = EventDestination(f"http://127.0.0.1:{server.server_address[1]}{path}")

@@ -1,6 +1,7 @@
 """What Lambda and API Gateway do around our handlers, for tests and local runs without Docker.
 
 - ``http_api_event``: the payload-2.0 event an HTTP API sends for a request;
+- ``GatewayRequestHandler``: the HTTP side of a local API Gateway (answers written without delayed-ACK stalls);
 - ``LambdaContext``: a context whose remaining time counts down from the template's timeout;
 - ``load_handler``: ``functions/<name>/app.py`` imported as Lambda would (layer package on the path);
 - ``local_environment``: a whole local deployment (moto resources from the template, secrets, Stripe).
@@ -11,12 +12,14 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import socket
 import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .aws_clients import aws_client
@@ -26,6 +29,33 @@ DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SECRET = "demo-secret-change-me"
 FAKE_STRIPE_KEY = "sk_test_local_fake"
 INGEST_FUNCTION = "IngestFunction"
+
+
+class GatewayRequestHandler(BaseHTTPRequestHandler):
+    """A request handler for the local servers that stand in for API Gateway in front of a handler: HTTP/1.1,
+    answers written with ``reply``, nothing logged per request."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: without this each answer waits for a delayed ACK (~40 ms).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def reply(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
 
 
 @dataclass

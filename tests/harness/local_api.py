@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from .aws_faults import AwsFaults
@@ -31,6 +31,7 @@ from .lambda_runtime import (
     FAKE_STRIPE_KEY,
     INGEST_FUNCTION,
     LOCAL_STRIPE_WEBHOOK_SECRET,
+    GatewayRequestHandler,
     LambdaContext,
     function_logical_id,
     http_api_event,
@@ -150,29 +151,21 @@ def serve(
     # One Lambda instance: the handler's resolver keeps per-request state, like Lambda's one-at-a-time.
     instance = threading.Lock()
 
-    class Gateway(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            # Headers and body go out in two writes: without this each answer waits for a delayed ACK (~40 ms).
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+    class Gateway(GatewayRequestHandler):
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self.read_body()
             if self.command == "GET" and self._docs(self.path.split("?")[0]):
                 return
             route_key = matching_route(known_routes, self.command, self.path.split("?")[0])
             if route_key is None:  # API Gateway answers unknown routes itself
-                self._reply(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
+                self.reply(404, {"Content-Type": "application/json"}, b'{"message":"Not Found"}')
                 return
             event = http_api_event(self.command, self.path, body, dict(self.headers.items()), route_key=route_key)
             with instance:
                 response = handler(event, LambdaContext(timeout_seconds=timeout))
             payload = response.get("body") or ""
             raw = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
-            self._reply(response["statusCode"], response.get("headers") or {}, raw)
+            self.reply(response["statusCode"], response.get("headers") or {}, raw)
 
         def _docs(self, path: str) -> bool:
             """The checked-in OpenAPI document (``make openapi``) and a Swagger UI page of it, which API Gateway
@@ -183,7 +176,7 @@ def serve(
 
             spec = DOCUMENT.read_text(encoding="utf-8")
             if path == "/openapi.json":
-                self._reply(200, {"Content-Type": "application/json"}, spec.encode())
+                self.reply(200, {"Content-Type": "application/json"}, spec.encode())
                 return True
             from pathlib import Path
 
@@ -197,16 +190,8 @@ def serve(
                 swagger_base_url="",  # the assets inline, not from a CDN
                 oauth2_config=None,
             )
-            self._reply(200, {"Content-Type": "text/html; charset=utf-8"}, page.encode())
+            self.reply(200, {"Content-Type": "text/html; charset=utf-8"}, page.encode())
             return True
-
-        def _reply(self, status: int, headers: dict[str, str], raw: bytes) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
