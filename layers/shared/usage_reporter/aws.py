@@ -28,23 +28,22 @@ _CLIENT_CONFIG = {
 Environment = tuple[tuple[str, str], ...]
 
 
-def _aws_environment() -> Environment:
+def aws_environment() -> Environment:
     """What a Session and its clients are built from: region, credentials, endpoints, profile, config files."""
-    for _ in range(3):
+    while True:
         try:
             return tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
-        except (KeyError, RuntimeError):  # another thread changed the environment while it was read
+        except (KeyError, RuntimeError):  # another thread changed the environment while it was read: again
             continue
-    return tuple(sorted((name, value) for name, value in os.environ.copy().items() if name.startswith("AWS_")))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Built:
-    """The clients built from one environment (replaced whole, so no reader mixes two environments)."""
+    """The Session and clients built from one environment (replaced whole, so no reader mixes two)."""
 
     environment: Environment
     clients: dict[str, Any] = field(default_factory=dict)
-    session: list[Any] = field(default_factory=list)  # the Session, once one is built
+    session: Any = None
 
 
 class _Clients:
@@ -55,10 +54,10 @@ class _Clients:
     def get(self, service: str) -> Any:
         built = self._built
         found = built.clients.get(service)
-        if found is not None and built.environment == _aws_environment():
+        if found is not None and built.environment == aws_environment():
             return found
         with self._lock:
-            environment = _aws_environment()
+            environment = aws_environment()
             if self._built.environment != environment:
                 self._built = _Built(environment)
             built = self._built
@@ -66,9 +65,9 @@ class _Clients:
                 import boto3  # imported here: the 401 and 4xx paths never need it
                 from botocore.config import Config
 
-                if not built.session:
-                    built.session.append(boto3.session.Session())
-                built.clients[service] = built.session[0].client(service, config=Config(**_CLIENT_CONFIG))
+                if built.session is None:
+                    built.session = boto3.session.Session()
+                built.clients[service] = built.session.client(service, config=Config(**_CLIENT_CONFIG))
             return built.clients[service]
 
 
