@@ -696,20 +696,20 @@ _HOLDER_IMPORTS = {
         "import aws_lambda_powertools.event_handler, aws_lambda_powertools.logging, aws_lambda_powertools.metrics,"
         " aws_lambda_powertools.utilities.idempotency, aws_lambda_powertools.utilities.parameters"
     ),
-    "the service's handler (all of it: those two and its own code)": "import functions_ingest_app",
+    "the service's handler (all of it: those two and its own code)": "import app",
 }
 
 
 def holder_rss(env: dict[str, str]) -> dict[str, float]:
-    """Peak RSS (MB) of a fresh process importing boto3 and stripe, then one more for each holder on top."""
+    """Peak RSS (MB) of a fresh process importing boto3 and stripe, then one more for each holder on top (each
+    with the handler's code and the layer on its path, as Lambda has them)."""
+    paths = [str(ROOT / "functions" / "ingest"), str(ROOT / "layers" / "shared")]
     found = {}
     for holder, statement in {"boto3 + stripe": "", **_HOLDER_IMPORTS}.items():
-        code = f"import boto3, stripe\n{statement}\n" + (
+        code = (
+            f"import sys; sys.path[:0] = {paths!r}\nimport boto3, stripe\n{statement}\n"
             "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))"
         )
-        if "functions_ingest_app" in statement:  # as Lambda finds them: the function's code, then the layer's
-            paths = [str(ROOT / "functions" / "ingest"), str(ROOT / "layers" / "shared")]
-            code = f"import sys; sys.path[:0] = {paths!r}\n" + code.replace("functions_ingest_app", "app")
         result = subprocess.run(
             [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
         )
